@@ -1,0 +1,24 @@
+# Two commands a newcomer needs: `make demo` (the main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+setup: $(STAMP)
+
+# The pinned CPU torch wheel first: plain `torch` would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,robot,sim,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m runtime.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,89 @@
+"""Read Diffusion Policy's zarr replay buffer (``data/<key>`` arrays + ``meta/episode_ends``)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PUSHT_PATH = Path(__file__).resolve().parents[2].parent / "shared/data/pusht/pusht_cchi_v7_replay.zarr"
+PUSHT_ENV_VAR = "IMLE_PUSHT_ZARR"
+
+
+class DatasetError(ValueError):
+    """A user-facing problem with the data (missing file, wrong layout, empty subset)."""
+
+
+def default_pusht_path() -> Path:
+    """The Push-T replay buffer: ``$IMLE_PUSHT_ZARR`` if set, else ``../shared/data/pusht/...``."""
+    return Path(os.environ.get(PUSHT_ENV_VAR, str(DEFAULT_PUSHT_PATH)))
+
+
+@dataclass
+class ReplayBuffer:
+    """Flat arrays of all frames plus exclusive episode end indices."""
+
+    data: dict[str, np.ndarray]
+    episode_ends: np.ndarray
+    path: str = ""
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.episode_ends[-1]) if len(self.episode_ends) else 0
+
+    def episode_bounds(self, i: int) -> tuple[int, int]:
+        start = 0 if i == 0 else int(self.episode_ends[i - 1])
+        return start, int(self.episode_ends[i])
+
+
+def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state", "action")) -> ReplayBuffer:
+    """Load ``keys`` from a Diffusion-Policy zarr replay buffer; images are kept as uint8.
+
+    Raises DatasetError with a one-line message if the file or its layout is wrong.
+    """
+    import zarr  # train-side dependency
+
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"replay buffer not found: {p} (set --data or ${PUSHT_ENV_VAR})")
+    try:
+        root = zarr.open_group(str(p), mode="r")
+    except Exception as exc:  # zarr raises several types for a non-group path
+        raise DatasetError(f"{p} is not a zarr group ({type(exc).__name__}: {exc})") from None
+    try:
+        ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+    except KeyError:
+        raise DatasetError(f"{p} has no meta/episode_ends: not a Diffusion Policy replay buffer") from None
+    if ends.ndim != 1 or len(ends) == 0 or np.any(np.diff(ends) <= 0) or ends[0] <= 0:
+        raise DatasetError(f"{p}: meta/episode_ends must be a non-empty strictly increasing list of positive ints")
+    data: dict[str, np.ndarray] = {}
+    for key in keys:
+        try:
+            arr = root[f"data/{key}"]
+        except KeyError:
+            have = sorted(k for k in root["data"].keys()) if "data" in root else []
+            raise DatasetError(f"{p} has no data/{key} (it has: {', '.join(have) or 'nothing'})") from None
+        if arr.shape[0] < ends[-1]:
+            raise DatasetError(f"{p}: data/{key} has {arr.shape[0]} frames but episode_ends says {ends[-1]}")
+        values = arr[: int(ends[-1])]
+        if key == "img":
+            values = np.clip(values, 0, 255).astype(np.uint8)  # float 0..255 on disk; 4x smaller in RAM
+        else:
+            values = np.asarray(values, dtype=np.float32)
+        data[key] = values
+    return ReplayBuffer(data=data, episode_ends=ends, path=str(p))
+
+
+def write_replay_buffer(path: str | os.PathLike, data: dict[str, np.ndarray], episode_ends: np.ndarray) -> None:
+    """Write a replay buffer in the same layout (used by tests and by users recording demos)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    for key, values in data.items():
+        root.create_array(f"data/{key}", data=np.asarray(values))
+    root.create_array("meta/episode_ends", data=np.asarray(episode_ends, dtype=np.int64))

@@ -1,0 +1,27 @@
+"""Training objectives on the shared U-Net backbone.
+
+- ``rs_imle``: the method (trainer/objectives/rs_imle.py)
+- ``diffusion`` and ``flow_matching``: baselines on the identical backbone
+"""
+from trainer.objectives.rs_imle import RSIMLEConfig, rs_imle_loss, rs_imle_objective, select_latents
+
+__all__ = ["RSIMLEConfig", "rs_imle_loss", "rs_imle_objective", "select_latents"]
+
+
+class RSIMLEObjective:
+    """RS-IMLE behind the common objective interface used by the training loop."""
+
+    timestep_embed_dim = 0
+
+    def __init__(self, cfg: RSIMLEConfig):
+        self.cfg = cfg
+
+    def loss(self, net, cond, target):
+        return rs_imle_objective(net, cond, target, self.cfg)
+
+
+def build_objective(train_cfg):
+    """The objective named by ``train_cfg.method``."""
+    if train_cfg.method == "rs_imle":
+        return RSIMLEObjective(train_cfg.rs_imle)
+    raise ValueError(f"unknown method {train_cfg.method!r} (rs_imle, diffusion, flow_matching)")
