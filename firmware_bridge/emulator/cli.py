@@ -1,0 +1,198 @@
+"""`imle-emulator`: an emulated microcontroller (Push-T plant) on a pseudo-terminal.
+
+Prints the device path on the first stdout line, then runs until SIGINT/SIGTERM. Lines on stdin
+inject faults at run time; each is answered with one stdout line ("ok ..." or "error ..."):
+    vanish SECONDS | silent SECONDS | reset | drop FRACTION | corrupt TX_ONE_IN RX_ONE_IN | status
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import select
+import signal
+import sys
+import time
+from typing import Callable, Optional, TextIO
+
+from .device import MALFORMED_CAPS, DeviceConfig, DeviceCore
+from .faults import FaultConfig, FaultInjector
+from .pty_port import PtyPort
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imle-emulator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
+                   help="realtime: 100 Hz physics on the device clock; lockstep: one control step per JointCommand")
+    p.add_argument("--watchdog-ms", type=int, default=300, help="hold position after this long without a "
+                   "JointCommand/Heartbeat (realtime only; 0 disables)")
+    p.add_argument("--seed", type=int, default=0, help="plant reset seed at start")
+    p.add_argument("--state-hz", type=float, default=50.0, help="State stream rate")
+    p.add_argument("--firmware-version", default="imle-emulator 0.1.0 (push-t)")
+    p.add_argument("--link", help="also expose the device at this stable symlink path (survives vanish)")
+    p.add_argument("--command-log", help="append every applied JointCommand as a JSON line to this file")
+    f = p.add_argument_group("fault injection")
+    f.add_argument("--corrupt-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes sent")
+    f.add_argument("--corrupt-rx-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes received")
+    f.add_argument("--drop-fraction", type=float, default=0.0, metavar="F", help="drop this fraction of frames sent")
+    f.add_argument("--fault-seed", type=int, default=0, help="seed of the fault injector")
+    f.add_argument("--malformed-caps", choices=MALFORMED_CAPS, help="answer Hello with broken Capabilities")
+    f.add_argument("--silent-after", type=float, metavar="T", help="go silent T s after the first handshake")
+    f.add_argument("--silent-for", type=float, default=1.0, metavar="D")
+    f.add_argument("--vanish-after", type=float, metavar="T", help="close the pty T s after the first handshake")
+    f.add_argument("--vanish-for", type=float, default=1.0, metavar="D")
+    f.add_argument("--reset-after", type=float, metavar="T", help="emulate a firmware reset T s after the "
+                   "first handshake")
+    p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
+    return p
+
+
+def log(msg: str) -> None:
+    print(f"imle-emulator: {msg}", file=sys.stderr, flush=True)
+
+
+class Emulator:
+    """The select() loop around DeviceCore, the pty and stdin commands."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from .plant import PushTPlant  # imports gym-pusht: only once we are sure we will run
+        if not 0.0 <= args.drop_fraction < 1.0:
+            raise ValueError(f"--drop-fraction must be in [0, 1), got {args.drop_fraction}")
+        self.args = args
+        self.port = PtyPort(args.link)
+        self.faults = FaultInjector(FaultConfig(args.corrupt_one_in, args.corrupt_rx_one_in, args.drop_fraction,
+                                                args.fault_seed))
+        self.command_log: Optional[TextIO] = open(args.command_log, "a") if args.command_log else None
+        config = DeviceConfig(args.mode, args.watchdog_ms, args.state_hz, args.firmware_version, args.malformed_caps)
+        self.plant = PushTPlant(args.seed)
+        self.core = DeviceCore(config, self.plant, self.port.queue, time.monotonic(), self.faults, self.command_log)
+        self.stop = False
+        self.back_at: Optional[float] = None   # when a vanished device comes back
+        self.stdin_open = True
+        self._stdin_buf = b""
+        self.timed: list[tuple[float, Callable[[float], str]]] = []
+        if args.silent_after is not None:
+            self.timed.append((args.silent_after, lambda now: self.cmd_silent(now, args.silent_for)))
+        if args.vanish_after is not None:
+            self.timed.append((args.vanish_after, lambda now: self.cmd_vanish(now, args.vanish_for)))
+        if args.reset_after is not None:
+            self.timed.append((args.reset_after, self.cmd_reset))
+
+    # ------------------------------------------------------------ fault commands
+    def cmd_vanish(self, now: float, seconds: float) -> str:
+        self.port.close()
+        self.back_at = now + seconds
+        log(f"vanished for {seconds:g} s")
+        return "ok vanish"
+
+    def cmd_silent(self, now: float, seconds: float) -> str:
+        self.core.go_silent(now, seconds)
+        log(f"silent for {seconds:g} s")
+        return "ok silent"
+
+    def cmd_reset(self, now: float) -> str:
+        self.core.reboot(now)
+        log("firmware reset")
+        return "ok reset"
+
+    def command(self, line: str, now: float) -> str:
+        parts = line.split()
+        try:
+            if parts[0] == "vanish":
+                return self.cmd_vanish(now, float(parts[1]))
+            if parts[0] == "silent":
+                return self.cmd_silent(now, float(parts[1]))
+            if parts[0] == "reset":
+                return self.cmd_reset(now)
+            if parts[0] == "drop":
+                self.faults.set_drop(float(parts[1]))
+                return "ok drop"
+            if parts[0] == "corrupt":
+                self.faults.set_corruption(int(parts[1]), int(parts[2]))
+                return "ok corrupt"
+            if parts[0] == "status":
+                st = self.core.status(now)
+                return "status " + json.dumps({k: getattr(st, k) for k in st.__dataclass_fields__})
+        except (IndexError, ValueError):
+            pass
+        return f"error bad command: {line.strip()!r}"
+
+    def _read_stdin(self, now: float) -> None:
+        chunk = os.read(sys.stdin.fileno(), 4096)
+        if not chunk:
+            self.stdin_open = False
+            if self.args.exit_on_stdin_eof:
+                self.stop = True
+            return
+        self._stdin_buf += chunk
+        while b"\n" in self._stdin_buf:
+            line, self._stdin_buf = self._stdin_buf.split(b"\n", 1)
+            if line.strip():
+                print(self.command(line.decode(errors="replace"), now), flush=True)
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        print(self.port.open(), flush=True)
+        while not self.stop:
+            now = time.monotonic()
+            if self.back_at is not None and now >= self.back_at:
+                self.back_at = None
+                self.port.open()
+                log(f"back on {self.port.pty_path}")
+            if self.timed and self.core.first_session_time is not None:
+                due = [e for e in self.timed if now >= self.core.first_session_time + e[0]]
+                for event in due:
+                    self.timed.remove(event)
+                    event[1](now)
+            deadline = min(self.core.next_deadline(), self.back_at if self.back_at is not None else math.inf)
+            timeout = min(max(0.0, deadline - now), 0.05)
+            rlist = ([self.port.master] if self.port.is_open else []) + ([sys.stdin.fileno()] if self.stdin_open else [])
+            wlist = [self.port.master] if self.port.is_open and self.port.tx_pending else []
+            readable, _, _ = select.select(rlist, wlist, [], timeout)
+            now = time.monotonic()
+            if self.port.is_open and self.port.master in readable:
+                data = self.port.read()
+                if data:
+                    self.core.receive(data, now)
+            if self.stdin_open and sys.stdin.fileno() in readable:
+                self._read_stdin(now)
+            self.core.tick(now)
+            self.port.flush()
+
+    def close(self) -> None:
+        self.port.close()
+        if self.command_log is not None:
+            self.command_log.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame must not print to our stdout
+    args = build_parser().parse_args(argv)
+    try:
+        emulator = Emulator(args)
+    except ImportError as exc:
+        print(f"imle-emulator: error: the Push-T plant needs gym-pusht ({exc}); "
+              f"install it with: pip install -e '.[sim]'", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"imle-emulator: error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum: int, frame: object) -> None:
+        emulator.stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        emulator.run()
+    finally:
+        emulator.close()
+    st = emulator.core.status(time.monotonic())
+    log("stopped; " + json.dumps({k: getattr(st, k) for k in st.__dataclass_fields__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Start the emulator as a subprocess and talk to its fault-injection stdin."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class EmulatorError(RuntimeError):
+    """The emulator process failed to start or to answer."""
+
+
+class EmulatorProcess:
+    """A running `imle-emulator`. `port` is the path to open with SerialLink (a stable symlink)."""
+
+    def __init__(self, proc: subprocess.Popen, port: str, workdir: str, stderr_path: str,
+                 lines: "queue.Queue[Optional[str]]") -> None:
+        self.proc = proc
+        self.port = port
+        self.workdir = workdir
+        self._stderr_path = stderr_path
+        self._lines = lines
+        self._cmd_lock = threading.Lock()
+        self._final_log: Optional[str] = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def command(self, line: str, timeout: float = 10.0) -> str:
+        """Send one stdin command and return the emulator's one-line answer."""
+        with self._cmd_lock:
+            if not self.running or self.proc.stdin is None:
+                raise EmulatorError(f"emulator is not running (exit code {self.proc.returncode}); "
+                                    f"log: {self.log()[-500:]}")
+            self.proc.stdin.write(line.strip() + "\n")
+            self.proc.stdin.flush()
+            try:
+                answer = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise EmulatorError(f"emulator did not answer {line.strip()!r} within {timeout} s") from None
+            if answer is None:
+                raise EmulatorError(f"emulator exited while answering {line.strip()!r}")
+            if answer.startswith("error"):
+                raise EmulatorError(answer)
+            return answer
+
+    def vanish(self, seconds: float) -> None:
+        """Close the pty (the host sees the port die); a new one appears at `port` after `seconds`."""
+        self.command(f"vanish {seconds}")
+
+    def go_silent(self, seconds: float) -> None:
+        """Stop transmitting for `seconds` (the device keeps receiving and simulating)."""
+        self.command(f"silent {seconds}")
+
+    def device_reset(self) -> None:
+        """Emulate a firmware reset: session lost, sequence numbers restart, a new Hello is needed."""
+        self.command("reset")
+
+    def set_drop(self, fraction: float) -> None:
+        self.command(f"drop {fraction}")
+
+    def set_corruption(self, tx_one_in: int, rx_one_in: int = 0) -> None:
+        self.command(f"corrupt {int(tx_one_in)} {int(rx_one_in)}")
+
+    def status(self) -> dict:
+        """The device counters (DeviceStatus fields), read over stdin rather than the serial link."""
+        return json.loads(self.command("status").split(" ", 1)[1])
+
+    def log(self) -> str:
+        """The emulator's stderr so far (kept after stop())."""
+        if self._final_log is not None:
+            return self._final_log
+        try:
+            return Path(self._stderr_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait, SIGKILL if needed; removes the temporary directory. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        if self._final_log is None:
+            self._final_log = self.log()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.proc.returncode
+
+    def __enter__(self) -> "EmulatorProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int = 0, state_hz: float = 50.0,
+                   corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
+                   fault_seed: int = 0, malformed_caps: Optional[str] = None, command_log: Optional[str] = None,
+                   extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
+                   python: str = sys.executable) -> EmulatorProcess:
+    """Start `imle-emulator` in its own process and wait for its device path."""
+    workdir = tempfile.mkdtemp(prefix="imle-emu-")
+    link = os.path.join(workdir, "tty")
+    args = [python, "-m", "firmware_bridge.emulator.cli", "--mode", mode, "--watchdog-ms", str(watchdog_ms),
+            "--seed", str(seed), "--state-hz", str(state_hz), "--corrupt-one-in", str(corrupt_one_in),
+            "--corrupt-rx-one-in", str(corrupt_rx_one_in), "--drop-fraction", str(drop_fraction),
+            "--fault-seed", str(fault_seed), "--link", link, "--exit-on-stdin-eof", *extra_args]
+    if malformed_caps:
+        args += ["--malformed-caps", malformed_caps]
+    if command_log:
+        args += ["--command-log", command_log]
+    env = dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    stderr_path = os.path.join(workdir, "stderr.log")
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                bufsize=1, env=env)
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, name=f"emulator-stdout-{proc.pid}", daemon=True).start()
+    emu = EmulatorProcess(proc, link, workdir, stderr_path, lines)
+    try:
+        first = lines.get(timeout=startup_timeout)
+    except queue.Empty:
+        first = None
+    if first is None or not os.path.exists(first):
+        tail = emu.log()[-800:]
+        emu.stop()
+        raise EmulatorError(f"emulator did not start (first line {first!r}); stderr: {tail}")
+    emu.port = first
+    return emu
