@@ -1,0 +1,246 @@
+"""`imle-run`: run a policy package on a robot with the fixed-period control loop.
+
+    imle-run PACKAGE --robot serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST
+             [--episodes N] [--seed S] [--precision int8|fp32] [--candidates N] [--threads T]
+             [--max-steps 300] [--out DIR] [--save-media]
+
+Ctrl-C engages the robot's e-stop, then prints the summary and exits (status 130). Mistakes (no
+package, bad --robot, missing port, failed handshake) are reported on one line (status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+PROG = "imle-run"
+
+
+class UserError(Exception):
+    """Reported as one line, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Run an exported IMLE policy package on a robot.",
+                                epilog="Ctrl-C engages the e-stop and ends the run with the summary.")
+    p.add_argument("package", help="model package directory (manifest.json + ONNX files)")
+    p.add_argument("--robot", required=True, metavar="SPEC",
+                   help="serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="episode i resets a simulated plant with seed S+i; "
+                   "also the policy's random seed")
+    p.add_argument("--precision", choices=("int8", "fp32"), default=None,
+                   help="graph precision (default: int8 when the package has it)")
+    p.add_argument("--candidates", type=int, default=None, help="candidates per plan (default: the package's)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1 leaves a core to the tick loop)")
+    p.add_argument("--max-steps", type=int, default=300, help="commands per episode")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, steps.csv, timing.png here")
+    p.add_argument("--save-media", action="store_true", help="with --out: a rollout GIF per episode "
+                   "(simulated Push-T plant)")
+    t = p.add_argument_group("timing")
+    t.add_argument("--period", type=float, default=None, metavar="S", help="control period (default: the package's)")
+    t.add_argument("--rt-priority", type=int, default=10, metavar="N",
+                   help="SCHED_FIFO priority of the tick thread when permitted (0: don't ask)")
+    t.add_argument("--spin-ms", type=float, default=0.5, help="busy-wait this long before each deadline")
+    t.add_argument("--lead", type=int, default=None, help="request plans this many ticks before their "
+                   "handover (default: from measured latency)")
+    p.add_argument("--camera", choices=("picamera", "standin"), default=None,
+                   help="camera for image policies (standin: synthetic frames)")
+    p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
+                   help="live status line on stderr (auto: when stderr is a terminal)")
+    # Host-side fault injection for the hardware-in-the-loop tests (hidden from --help).
+    p.add_argument("--inject-stall", default=None, help=argparse.SUPPRESS)   # STEP:SECONDS (episode 0)
+    p.add_argument("--inject-nan-plan", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+class StatusLine:
+    """A one-line live status on stderr, redrawn with \\r at most `hz` times a second from its own thread."""
+
+    def __init__(self, loop: Any, episodes: int, max_steps: int, hz: float = 4.0) -> None:
+        self.loop, self.episodes, self.max_steps, self.period = loop, episodes, max_steps, 1.0 / hz
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        self._width = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _line(self) -> str:
+        s = self.loop.status
+        cov = "-" if math.isnan(s.coverage) else f"{s.coverage:.2f}"
+        jit = "-" if math.isnan(s.jitter_ms) else f"{s.jitter_ms:.2f}"
+        plan = "-" if math.isnan(s.plan_ms) else f"{s.plan_ms:.1f}"
+        link = "ok" if s.link_ok else "LOST"
+        return (f"episode {s.episode + 1}/{self.episodes} step {s.step}/{self.max_steps} coverage {cov} "
+                f"jitter {jit} ms plan {plan} ms held {s.held} dropped {s.dropped} link {link}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            line = self._line()
+            pad = max(0, self._width - len(line))
+            self._width = len(line)
+            sys.stderr.write("\r" + line + " " * pad)
+            sys.stderr.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+
+
+def _parse_stall(text: Optional[str]) -> tuple[Optional[int], float]:
+    if not text:
+        return None, 0.0
+    try:
+        step, seconds = text.split(":")
+        return int(step), float(seconds)
+    except ValueError:
+        raise UserError(f"--inject-stall takes STEP:SECONDS, got {text!r}") from None
+
+
+def _load_policy(args: argparse.Namespace) -> Any:
+    pkg = Path(args.package)
+    if not pkg.exists():
+        raise UserError(f"package not found: {pkg}")
+    if not (pkg / "manifest.json").exists():
+        raise UserError(f"{pkg} is not a model package (no manifest.json)")
+    from runtime.package import PackageError
+    from runtime.policy import Policy
+    try:
+        return Policy(pkg, precision=args.precision, candidates=args.candidates, threads=args.threads, seed=args.seed)
+    except (PackageError, ValueError) as exc:
+        raise UserError(f"cannot load {pkg}: {exc}") from None
+
+
+def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: bool) -> list[str]:
+    from runtime.stats import plot_timing, write_summary_json
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    write_summary_json(summary, out / "summary.json")
+    written.append("summary.json")
+    caps = loop.caps
+    loop.log.write_csv(out / "steps.csv", loop.shape.action_names, caps.joint_names, caps.extra_names)
+    written.append("steps.csv")
+    if plot_timing(stats, out / "timing.png"):
+        written.append("timing.png")
+    else:
+        print(f"{PROG}: matplotlib is not installed: no timing.png", file=sys.stderr)
+    if save_media:
+        if caps.extra_count < 3:
+            print(f"{PROG}: --save-media draws the Push-T plant; this robot has no block pose", file=sys.stderr)
+        else:
+            try:
+                from runtime.pusht_render import write_rollout_gif
+                every = max(1, int(round(0.1 / loop.period)))  # about 10 frames per second of robot time
+                for ep in stats.episodes:
+                    name = f"rollout_ep{ep.index}.gif"
+                    if write_rollout_gif(out / name, loop.log.episode_rows(ep.index), fps=10, every=every):
+                        written.append(name)
+            except ImportError as exc:
+                print(f"{PROG}: cannot write the GIF ({exc}); install Pillow", file=sys.stderr)
+    return written
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1 or args.max_steps < 1:
+        return _fail("--episodes and --max-steps must be >= 1")
+    if args.save_media and not args.out:
+        return _fail("--save-media needs --out DIR")
+    handle = None
+    loop = None
+    interrupted = False
+    try:
+        stall_step, stall_s = _parse_stall(args.inject_stall)
+        from runtime.robots import RobotSpecError, check_spec
+        try:
+            check_spec(args.robot)  # a typo in --robot is reported before the package is loaded
+        except RobotSpecError as exc:
+            raise UserError(str(exc)) from None
+        policy = _load_policy(args)
+        period = float(args.period or policy.manifest.control.period_s)
+        from firmware_bridge.robot import LinkError
+        from runtime.robots import make_robot
+        try:
+            handle = make_robot(args.robot, emulator_options={"state_hz": max(50.0, 1.0 / period)})
+        except (RobotSpecError, LinkError) as exc:
+            raise UserError(str(exc)) from None
+
+        from runtime.loop import ControlLoop, FaultInjection, LoopConfig, LoopError
+        config = LoopConfig(episodes=args.episodes, base_seed=args.seed, max_steps=args.max_steps, period_s=period,
+                            lockstep=handle.lockstep, lead_ticks=args.lead, spin_s=args.spin_ms / 1e3,
+                            realtime_priority=args.rt_priority,
+                            faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
+                                                  nan_plan=args.inject_nan_plan))
+        camera = None
+        if policy.manifest.obs.image_shape is not None:
+            from runtime.sensors import LatestFrame, make_camera
+            c, h, w = policy.manifest.obs.image_shape
+            try:
+                camera = LatestFrame(make_camera(args.camera or "standin", (h, w, c)))
+            except RuntimeError as exc:
+                raise UserError(str(exc)) from None
+        try:
+            loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera)
+        except (LoopError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+
+        signal.signal(signal.SIGINT, lambda signum, frame: loop.request_estop())
+        signal.signal(signal.SIGTERM, lambda signum, frame: loop.request_estop())
+        show = args.status == "on" or (args.status == "auto" and sys.stderr.isatty())
+        status = StatusLine(loop, args.episodes, args.max_steps) if show else None
+        if status:
+            status.start()
+        try:
+            stats = loop.run()
+        finally:
+            if status:
+                status.stop()
+            if camera is not None:
+                camera.close()
+        interrupted = stats.interrupted
+
+        from runtime.stats import summary_table
+        summary = stats.summary()
+        summary.update({"package": str(Path(args.package).resolve()), "robot": args.robot,
+                        "precision": policy.precision, "candidates": policy.candidates, "threads": args.threads,
+                        "seed": args.seed, "firmware": handle.capabilities.firmware_version})
+        print(summary_table(summary))
+        if stats.counters.estops:
+            print("e-stop engaged: the robot is holding; release it on the device before the next run")
+        if args.out:
+            written = _write_outputs(Path(args.out), stats, summary, loop, args.save_media)
+            print(f"wrote {', '.join(written)} to {args.out}")
+    except UserError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signal
+        interrupted = True
+        if handle is not None:
+            try:
+                handle.robot.estop(True)
+            except Exception:
+                pass
+        print(f"{PROG}: interrupted", file=sys.stderr)
+    finally:
+        if loop is not None:
+            loop.close()
+        if handle is not None:
+            handle.close()
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Observation sources and the observation history the policy plans from.
+
+- :class:`ObservationHistory`: the last To observations, padded at episode start by repeating the
+  first one (the rule the trainer's windows and the in-process evaluation use).
+- :class:`StateMapper`: a robot State (joint positions + extra sensors) -> the policy's state vector,
+  matched by name when the package and the device name their channels, else by position.
+- Cameras: :class:`PiCamera` (picamera2, imported only when constructed: it cannot import off a
+  Raspberry Pi), :class:`StandInCamera` (synthetic frames of the same shape, for tests), and
+  :class:`LatestFrame`, which reads any camera in a background thread so a tick never waits on it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+FRAME_SHAPE = (96, 96, 3)  # H, W, C RGB uint8: Diffusion Policy's Push-T image setting
+
+
+class ObservationHistory:
+    """Fixed-length history of state vectors (and optionally images), oldest first."""
+
+    def __init__(self, horizon: int, state_dim: int, image_shape: Optional[tuple[int, ...]] = None) -> None:
+        if horizon < 1:
+            raise ValueError("observation horizon must be >= 1")
+        self.horizon = horizon
+        self.state_dim = state_dim
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self._states = np.zeros((horizon, state_dim), np.float32)
+        self._images = np.zeros((horizon, *self.image_shape), np.uint8) if self.image_shape else None
+        self._count = 0
+
+    def reset(self) -> None:
+        self._count = 0
+
+    def __len__(self) -> int:
+        return min(self._count, self.horizon)
+
+    @property
+    def ready(self) -> bool:
+        return self._count > 0
+
+    def push(self, state: np.ndarray, image: Optional[np.ndarray] = None) -> None:
+        s = np.asarray(state, dtype=np.float32).reshape(-1)
+        if s.size != self.state_dim:
+            raise ValueError(f"state has {s.size} values, the history holds {self.state_dim}")
+        if self._images is not None and image is None:
+            raise ValueError("this history needs an image with every state")
+        if self._count == 0:  # episode start: fill the whole window with the first observation
+            self._states[:] = s
+            if self._images is not None:
+                self._images[:] = image
+        else:
+            self._states[:-1] = self._states[1:]
+            self._states[-1] = s
+            if self._images is not None:
+                self._images[:-1] = self._images[1:]
+                self._images[-1] = image
+        self._count += 1
+
+    def states(self) -> np.ndarray:
+        """[To, Ds] float32, a copy (safe to hand to the planning thread)."""
+        if not self.ready:
+            raise RuntimeError("observation history is empty")
+        return self._states.copy()
+
+    def images(self) -> Optional[np.ndarray]:
+        """[To, H, W, C] uint8 copy, or None for a state-only history."""
+        return None if self._images is None else self._images.copy()
+
+
+class StateMapper:
+    """Maps a State's positions + extras onto the policy's state vector.
+
+    When every name in `obs_names` is one of the device's joint or extra names, the mapping is by
+    name; otherwise the policy gets the first `state_dim` values of positions ++ extras (and a
+    mismatch in count is an error). `success_index` points at the task-progress extra ("coverage").
+    """
+
+    def __init__(self, state_dim: int, obs_names: Sequence[str], joint_names: Sequence[str],
+                 extra_names: Sequence[str], progress_name: str = "coverage") -> None:
+        device = [*joint_names, *extra_names]
+        self.state_dim = state_dim
+        self.by_name = bool(obs_names) and len(obs_names) == state_dim and all(n in device for n in obs_names)
+        if self.by_name:
+            self.index = np.array([device.index(n) for n in obs_names], dtype=np.intp)
+        else:
+            if len(device) < state_dim:
+                raise ValueError(f"the policy observes {state_dim} values but the device reports only "
+                                 f"{len(device)} ({', '.join(device)})")
+            self.index = np.arange(state_dim, dtype=np.intp)
+        self.n_joints = len(joint_names)
+        self.progress_index = list(extra_names).index(progress_name) if progress_name in extra_names else None
+
+    def __call__(self, positions: np.ndarray, extras: np.ndarray) -> np.ndarray:
+        flat = np.concatenate([np.asarray(positions, np.float32).reshape(-1), np.asarray(extras, np.float32).reshape(-1)])
+        return flat[self.index]
+
+    def progress(self, extras: np.ndarray) -> Optional[float]:
+        """Task progress (Push-T coverage) from the extras, or None when the device has none."""
+        if self.progress_index is None or self.progress_index >= len(extras):
+            return None
+        return float(extras[self.progress_index])
+
+
+# ----------------------------------------------------------------------------- cameras
+class Camera(Protocol):
+    shape: tuple[int, int, int]
+
+    def read(self) -> np.ndarray: ...  # blocks until a frame: [H, W, 3] RGB uint8
+
+    def close(self) -> None: ...
+
+
+def resize_nearest(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the target aspect ratio, then nearest-neighbour resample (numpy only)."""
+    h, w = frame.shape[:2]
+    th, tw = shape
+    if (h, w) == (th, tw):
+        return frame
+    if h * tw > w * th:  # too tall
+        ch = w * th // tw
+        top = (h - ch) // 2
+        frame, h = frame[top:top + ch], ch
+    elif h * tw < w * th:  # too wide
+        cw = h * tw // th
+        left = (w - cw) // 2
+        frame, w = frame[:, left:left + cw], cw
+    rows = (np.arange(th) * h // th).astype(np.intp)
+    cols = (np.arange(tw) * w // tw).astype(np.intp)
+    return frame[rows][:, cols]
+
+
+class StandInCamera:
+    """Synthetic frames with the camera's shape, for tests and for machines without a camera.
+
+    `frame_fn(index) -> [H, W, 3] uint8` supplies frames (e.g. a renderer of the simulated plant);
+    without one, a deterministic moving gradient. `fps` > 0 paces read() like a real camera.
+    """
+
+    def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE, frame_fn: Optional[Callable[[int], np.ndarray]] = None,
+                 fps: float = 0.0) -> None:
+        self.shape = tuple(shape)  # type: ignore[assignment]
+        self.frame_fn = frame_fn
+        self.fps = fps
+        self._index = 0
+        self._next = time.monotonic()
+        h, w, _ = self.shape
+        self._yy, self._xx = np.mgrid[0:h, 0:w]
+
+    def read(self) -> np.ndarray:
+        if self.fps > 0:
+            now = time.monotonic()
+            if now < self._next:
+                time.sleep(self._next - now)
+            self._next = max(now, self._next) + 1.0 / self.fps
+        i = self._index
+        self._index += 1
+        if self.frame_fn is not None:
+            frame = np.asarray(self.frame_fn(i), dtype=np.uint8)
+            if frame.shape != self.shape:
+                raise ValueError(f"stand-in frame has shape {frame.shape}, expected {self.shape}")
+            return frame
+        frame = np.empty(self.shape, np.uint8)
+        frame[..., 0] = (self._xx * 2 + i) % 256
+        frame[..., 1] = (self._yy * 2 + 3 * i) % 256
+        frame[..., 2] = (i * 5) % 256
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+class PiCamera:
+    """Raspberry Pi camera through picamera2, delivering [H, W, 3] RGB uint8 frames.
+
+    libcamera's "RGB888" format is B, G, R in memory, so channels are reversed here. The ISP scales
+    to a small size; if it hands back another size, frames are centre-cropped and resampled.
+    """
+
+    def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE, capture_size: tuple[int, int] = (128, 96)) -> None:
+        try:
+            from picamera2 import Picamera2  # only on a Raspberry Pi
+        except ImportError as exc:
+            raise RuntimeError(f"picamera2 is not available ({exc}); install the 'camera' extra on a Raspberry "
+                               f"Pi, or use the stand-in camera") from None
+        self.shape = tuple(shape)  # type: ignore[assignment]
+        self._cam = Picamera2()
+        config = self._cam.create_video_configuration(main={"size": capture_size, "format": "RGB888"})
+        self._cam.configure(config)
+        self._cam.start()
+
+    def read(self) -> np.ndarray:
+        frame = self._cam.capture_array("main")[..., :3][..., ::-1]
+        return np.ascontiguousarray(resize_nearest(frame, self.shape[:2]))
+
+    def close(self) -> None:
+        try:
+            self._cam.stop()
+        finally:
+            self._cam.close()
+
+
+class LatestFrame:
+    """Runs camera.read() in a background thread and keeps the newest frame; latest() never blocks."""
+
+    def __init__(self, camera: Camera, timeout_s: float = 2.0) -> None:
+        self.camera = camera
+        self.frames = 0
+        self.errors = 0
+        self._frame: Optional[np.ndarray] = None
+        self._stamp = 0.0
+        self._lock = threading.Lock()
+        self._have = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self._thread.start()
+        if not self._have.wait(timeout_s):
+            self.close()
+            raise RuntimeError(f"the camera gave no frame within {timeout_s:g} s")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self.camera.read()
+            except Exception:  # a camera hiccup must not kill the thread; age() shows it
+                self.errors += 1
+                self._stop.wait(0.05)
+                continue
+            with self._lock:
+                self._frame, self._stamp = frame, time.monotonic()
+                self.frames += 1
+            self._have.set()
+
+    def latest(self) -> np.ndarray:
+        with self._lock:
+            return self._frame  # type: ignore[return-value]
+
+    def age(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._stamp
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.camera.close()
+
+
+def make_camera(spec: str, shape: tuple[int, int, int] = FRAME_SHAPE) -> Camera:
+    """'picamera' -> PiCamera; 'standin' -> StandInCamera (paced at 30 fps)."""
+    if spec == "picamera":
+        return PiCamera(shape)
+    if spec in ("standin", "stand-in", "fake"):
+        return StandInCamera(shape, fps=30.0)
+    raise ValueError(f"unknown camera {spec!r}: use picamera or standin")

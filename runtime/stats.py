@@ -1,0 +1,244 @@
+"""Per-run statistics of the control loop: jitter, deadlines, plan latency, counters, per-step log.
+
+Everything here is plain numpy + the standard library; matplotlib is imported only by
+:func:`plot_timing` (the robot may not have it).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+def percentiles(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+    """p50 / p99 / max of values (times `scale`); NaN for an empty list."""
+    if len(values) == 0:
+        return {"p50": math.nan, "p99": math.nan, "max": math.nan, "n": 0}
+    arr = np.asarray(values, dtype=np.float64) * scale
+    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max()), "n": int(arr.size)}
+
+
+@dataclass
+class EpisodeStats:
+    index: int
+    seed: int
+    steps: int = 0               # commands sent (held ticks included)
+    max_coverage: float = math.nan
+    final_coverage: float = math.nan
+    success: bool = False
+    held_ticks: int = 0
+    dropped_actions: int = 0
+    wall_s: float = 0.0
+    aborted: str = ""            # why the episode ended early (estop, link, interrupted), "" otherwise
+
+
+@dataclass
+class Counters:
+    """Event counts of one run; each says what the loop did instead of the plain path."""
+    ticks: int = 0                # ticks executed (skipped ones excluded)
+    missed_deadlines: int = 0     # ticks started later than the tolerance, plus skipped ticks
+    skipped_ticks: int = 0        # deadlines passed entirely (host stalled longer than a period)
+    dropped_actions: int = 0      # planned actions whose tick had passed when the plan arrived
+    held_ticks: int = 0           # no action for the tick: held the last command / current position
+    tail_ticks: int = 0           # executed the previous plan's tail because the new plan was late
+    plans: int = 0
+    plan_overruns: int = 0        # a plan was due while the previous one was still running
+    plan_errors: int = 0          # the policy raised; nothing from that plan was sent
+    nan_blocked: int = 0          # non-finite commands replaced by a hold
+    clipped: int = 0              # commands clamped to the position limits
+    rate_limited: int = 0         # commands clamped to the per-tick rate limit
+    link_loss_events: int = 0     # link unhealthy or state stale: planning stopped, no targets sent
+    link_hold_ticks: int = 0      # ticks spent waiting for the link to recover
+    link_recoveries: int = 0
+    send_failures: int = 0        # send_command returned None (port down)
+    estops: int = 0
+
+
+@dataclass
+class RunStats:
+    """Everything a run measured. Times are seconds unless the name says otherwise."""
+    mode: str = "realtime"                     # realtime | lockstep
+    period_s: float = 0.0
+    jitter_s: list[float] = field(default_factory=list)      # |actual tick start - deadline|
+    tick_work_s: list[float] = field(default_factory=list)   # tick start -> command written
+    plan_latency_s: list[float] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    episodes: list[EpisodeStats] = field(default_factory=list)
+    link: dict[str, Any] = field(default_factory=dict)       # the link's own counters at the end
+    settings: dict[str, Any] = field(default_factory=dict)   # what the loop ran with (priority, spin, ...)
+    wall_s: float = 0.0
+    interrupted: bool = False
+    step_log: Optional["StepLog"] = field(default=None, repr=False)  # per-tick rows (not in the summary)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready digest: percentiles in milliseconds, counters, episodes."""
+        miss_rate = self.counters.missed_deadlines / max(1, self.counters.ticks + self.counters.skipped_ticks)
+        eps = [asdict(e) for e in self.episodes]
+        successes = [e.success for e in self.episodes]
+        return {
+            "mode": self.mode,
+            "period_ms": self.period_s * 1e3,
+            "jitter_ms": percentiles(self.jitter_s, 1e3),
+            "tick_work_ms": percentiles(self.tick_work_s, 1e3),
+            "plan_latency_ms": percentiles(self.plan_latency_s, 1e3),
+            "missed_deadline_rate": miss_rate,
+            "counters": asdict(self.counters),
+            "link": self.link,
+            "episodes": eps,
+            "success_rate": float(np.mean(successes)) if successes else math.nan,
+            "mean_max_coverage": float(np.nanmean([e.max_coverage for e in self.episodes]))
+            if self.episodes and not all(math.isnan(e.max_coverage) for e in self.episodes) else math.nan,
+            "settings": self.settings,
+            "wall_s": self.wall_s,
+            "interrupted": self.interrupted,
+        }
+
+
+# ----------------------------------------------------------------------------- per-step log
+STEP_COLUMNS = ("episode", "step", "tick", "deadline_s", "start_s", "jitter_ms", "source", "plan_id")
+
+
+@dataclass
+class StepRecord:
+    episode: int
+    step: int
+    tick: int
+    deadline_s: float       # relative to the run start
+    start_s: float          # relative to the run start (NaN in lock-step)
+    source: str             # plan | tail | hold | link-hold
+    plan_id: int
+    action: Optional[np.ndarray]   # what the policy asked for (None when holding)
+    command: Optional[np.ndarray]  # what was sent (None when nothing was sent)
+    positions: np.ndarray          # robot positions observed at the tick
+    extras: np.ndarray             # robot extra sensors observed at the tick
+
+
+class StepLog:
+    """Per-tick rows kept in memory (300 steps x a few episodes is small) and written as CSV."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.rows: list[StepRecord] = []
+
+    def add(self, rec: StepRecord) -> None:
+        if self.enabled:
+            self.rows.append(rec)
+
+    def episode_rows(self, episode: int) -> list[StepRecord]:
+        return [r for r in self.rows if r.episode == episode]
+
+    def write_csv(self, path: Path, action_names: Sequence[str], joint_names: Sequence[str],
+                  extra_names: Sequence[str]) -> None:
+        a_cols = [f"action_{n}" for n in action_names]
+        c_cols = [f"command_{n}" for n in action_names]
+        p_cols = [f"pos_{n}" for n in joint_names]
+        e_cols = [f"extra_{n}" for n in extra_names]
+
+        def vals(arr: Optional[np.ndarray], n: int) -> list[str]:
+            if arr is None:
+                return [""] * n
+            return [repr(float(v)) for v in np.asarray(arr).reshape(-1)[:n]]
+
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow([*STEP_COLUMNS, *a_cols, *c_cols, *p_cols, *e_cols])
+            for r in self.rows:
+                jitter = (r.start_s - r.deadline_s) * 1e3 if not math.isnan(r.start_s) else math.nan
+                w.writerow([r.episode, r.step, r.tick, f"{r.deadline_s:.6f}", f"{r.start_s:.6f}", f"{jitter:.4f}",
+                            r.source, r.plan_id, *vals(r.action, len(a_cols)), *vals(r.command, len(c_cols)),
+                            *vals(r.positions, len(p_cols)), *vals(r.extras, len(e_cols))])
+
+
+# ----------------------------------------------------------------------------- presentation
+def _fmt(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of a RunStats.summary() (fits an 80-column terminal)."""
+    j, w, p = summary["jitter_ms"], summary["tick_work_ms"], summary["plan_latency_ms"]
+    c = summary["counters"]
+    lines = [
+        f"mode {summary['mode']}, period {summary['period_ms']:.1f} ms, {c['ticks']} ticks, "
+        f"{summary['wall_s']:.1f} s" + (" (interrupted)" if summary.get("interrupted") else ""),
+        f"{'':22}{'p50':>10}{'p99':>10}{'max':>10}",
+    ]
+    if summary["mode"] == "realtime":
+        lines.append(f"{'period jitter (ms)':22}{_fmt(j['p50']):>10}{_fmt(j['p99']):>10}{_fmt(j['max']):>10}")
+    lines.append(f"{'tick work (ms)':22}{_fmt(w['p50']):>10}{_fmt(w['p99']):>10}{_fmt(w['max']):>10}")
+    lines.append(f"{'plan latency (ms)':22}{_fmt(p['p50'], 2):>10}{_fmt(p['p99'], 2):>10}{_fmt(p['max'], 2):>10}")
+    lines.append(
+        f"missed deadlines {c['missed_deadlines']} (skipped {c['skipped_ticks']}), dropped actions "
+        f"{c['dropped_actions']}, held ticks {c['held_ticks']}, tail ticks {c['tail_ticks']}")
+    lines.append(
+        f"plans {c['plans']} (overruns {c['plan_overruns']}, errors {c['plan_errors']}), NaN blocked "
+        f"{c['nan_blocked']}, clipped {c['clipped']}, rate limited {c['rate_limited']}")
+    link = summary.get("link") or {}
+    corrupt = sum((link.get("corrupt") or {}).values())
+    lines.append(
+        f"link: losses {c['link_loss_events']} (held {c['link_hold_ticks']} ticks, recovered "
+        f"{c['link_recoveries']}), corrupt frames {corrupt}, seq gaps {link.get('seq_gaps', 0)}, "
+        f"reconnects {link.get('reconnects', 0)}, tx errors {link.get('tx_errors', 0)}")
+    eps = summary["episodes"]
+    if eps:
+        lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'max cov':>9}{'success':>9}{'held':>6}{'dropped':>9}  note")
+        for e in eps:
+            lines.append(f"{e['index']:>8}{e['seed']:>8}{e['steps']:>7}{_fmt(e['max_coverage']):>9}"
+                         f"{('yes' if e['success'] else 'no'):>9}{e['held_ticks']:>6}{e['dropped_actions']:>9}"
+                         f"  {e['aborted']}")
+        lines.append(f"success rate {_fmt(summary['success_rate'], 2)}, mean max coverage "
+                     f"{_fmt(summary['mean_max_coverage'])}")
+    return "\n".join(lines)
+
+
+def write_summary_json(summary: dict[str, Any], path: Path) -> None:
+    def clean(o: Any) -> Any:  # NaN is not JSON: write null
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, np.generic):
+            return clean(o.item())
+        return o
+
+    Path(path).write_text(json.dumps(clean(summary), indent=2) + "\n")
+
+
+def plot_timing(stats: RunStats, path: Path) -> bool:
+    """PNG of period jitter per tick and plan latency per plan. False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5.5))
+    jit = np.asarray(stats.jitter_s) * 1e3
+    ax = axes[0]
+    if jit.size:
+        ax.plot(jit, lw=0.6)
+        ax.axhline(stats.period_s * 1e3 * 0.2, color="r", ls="--", lw=0.8, label="miss tolerance")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"period jitter ({stats.mode}, period {stats.period_s * 1e3:.1f} ms)")
+    ax.set_xlabel("tick")
+    ax.set_ylabel("|start - deadline| (ms)")
+    lat = np.asarray(stats.plan_latency_s) * 1e3
+    ax = axes[1]
+    if lat.size:
+        ax.plot(lat, ".", ms=3)
+    ax.set_title("plan latency")
+    ax.set_xlabel("plan")
+    ax.set_ylabel("ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
