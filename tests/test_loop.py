@@ -1,0 +1,324 @@
+"""runtime.loop / runtime.schedule with an in-process fake robot and a fake policy (no pty, no ONNX)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from firmware_bridge.protocol import State
+from firmware_bridge.robot import LinkStats
+from runtime.loop import ControlLoop, FaultInjection, LoopConfig, run_episodes
+from runtime.schedule import ActionSchedule, Planner, PlanRequest, lead_ticks
+from runtime.stats import summary_table
+
+TO, TP, TA = 2, 8, 4
+
+
+class FakePolicy:
+    """Deterministic in (observation, seed): chunk row i = last agent position + step * (i + 1) + noise."""
+
+    obs_horizon, pred_horizon, action_horizon, action_dim, state_dim = TO, TP, TA, 2, 5
+
+    def __init__(self, seed: int = 0, delay: float = 0.0, period: float = 0.02) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.delay = delay
+        self.resets = 0
+        self.calls = 0
+        self.observed: list[np.ndarray] = []
+        self.last_plan_info: dict = {}
+        self.manifest = SimpleNamespace(
+            obs=SimpleNamespace(state_names=["agent_x", "agent_y", "block_x", "block_y", "block_angle"],
+                                image_shape=None),
+            action=SimpleNamespace(names=["target_x", "target_y"], low=[0.0, 0.0], high=[512.0, 512.0]),
+            control=SimpleNamespace(period_s=period))
+
+    def plan(self, obs_state, obs_image=None):
+        assert obs_state.shape == (TO, 5) and obs_state.dtype == np.float32
+        if self.delay:
+            time.sleep(self.delay)
+        self.calls += 1
+        self.observed.append(obs_state[-1].copy())
+        steps = np.arange(1, TP + 1, dtype=np.float32)[:, None]
+        return (obs_state[-1, :2] + 3.0 * steps + self.rng.normal(0, 1, (TP, 2))).astype(np.float32)
+
+    def reset(self):
+        self.resets += 1
+
+
+class FakeRobot:
+    """Satisfies the Robot protocol in process: the pusher jumps to each target; coverage grows per command."""
+
+    def __init__(self, lockstep: bool = False, coverage_step: float = 0.0) -> None:
+        self.capabilities = SimpleNamespace(
+            joint_count=2, joint_names=("agent_x", "agent_y"), extra_count=4,
+            extra_names=("block_x", "block_y", "block_angle", "coverage"), lower=np.zeros(2, np.float32),
+            upper=np.full(2, 512.0, np.float32), max_velocity=np.zeros(2, np.float32),
+            flags=0x02 | (0x01 if lockstep else 0), lockstep=lockstep, firmware_version="fake 1.0")
+        self.pos = np.array([100.0, 100.0], np.float32)
+        self.coverage = 0.0
+        self.coverage_step = coverage_step
+        self.sent: list[tuple[float, np.ndarray]] = []
+        self.estops = 0
+        self.state_calls = 0
+        self.unhealthy_calls: range = range(0)
+        self.lock = threading.Lock()
+
+    def _state(self) -> State:
+        return State(0, self.pos, [300.0, 300.0, 1.0, self.coverage], rx_time=time.monotonic())
+
+    def connect(self):
+        return self.capabilities
+
+    def latest_state(self):
+        self.state_calls += 1
+        return self._state()
+
+    @property
+    def healthy(self) -> bool:
+        return self.state_calls - 1 not in self.unhealthy_calls
+
+    def send_command(self, targets, valid=True):
+        with self.lock:
+            targets = np.asarray(targets, np.float32)
+            assert np.all(np.isfinite(targets)), "a non-finite command reached the robot"
+            self.sent.append((time.monotonic(), targets.copy()))
+            self.pos = targets.copy()
+            self.coverage += self.coverage_step
+            return len(self.sent)
+
+    def step(self, targets, timeout=1.0):
+        self.send_command(targets)
+        return self._state()
+
+    def reset_plant(self, seed, timeout=1.0):
+        self.pos = np.array([100.0 + seed, 50.0 + 2 * seed], np.float32)
+        self.coverage = 0.0
+        return self._state()
+
+    def estop(self, engage=True):
+        self.estops += 1
+        return True
+
+    def close(self):
+        pass
+
+    @property
+    def stats(self):
+        return LinkStats(states=self.state_calls)
+
+
+def reference_rollout(seed_policy: int, plant_seed: int, max_steps: int, coverage_step: float = 0.0,
+                      threshold: float = 0.95) -> list[np.ndarray]:
+    """In-process evaluation rules: history padded with the first obs, plan every Ta, chunk[To-1:To-1+Ta]."""
+    policy, robot = FakePolicy(seed_policy), FakeRobot(coverage_step=coverage_step)
+    st = robot.reset_plant(plant_seed)
+    hist = None
+    actions, out = None, []
+    for step in range(max_steps):
+        obs = np.concatenate([st.positions, st.extras[:3]]).astype(np.float32)
+        hist = np.stack([obs] * TO) if hist is None else np.concatenate([hist[1:], obs[None]])
+        if st.extras[3] >= threshold:
+            break
+        if step % TA == 0:
+            actions = policy.plan(hist)[TO - 1:TO - 1 + TA]
+        a = actions[step % TA]
+        out.append(a)
+        st = robot.step(a)
+    return out
+
+
+# ----------------------------------------------------------------------------- schedule
+def test_schedule_places_plans_on_their_ticks_and_counts_late_actions():
+    s = ActionSchedule(obs_horizon=2, action_horizon=3)
+    chunk = np.arange(8, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # row i -> value i
+    # Plan from the obs at tick 10, handing over at 12; rows To-1+j are for tick 10+j.
+    assert s.place(chunk, obs_tick=10, handover=12, plan_id=0, now_tick=13) == 1  # tick 12 already passed
+    assert s.take(12) is None
+    slot = s.take(13)
+    assert slot.designated and slot.action[0] == 1 + 3  # row To-1+3
+    assert s.take(14).designated
+    tail = s.take(15)
+    assert not tail.designated and tail.action[0] == 6
+    # A newer plan takes over from its handover tick; skipped designated slots count as dropped.
+    s.place(chunk + 100, obs_tick=14, handover=16, plan_id=1, now_tick=16)
+    assert s.take(16).action[0] == 100 + 1 + 2
+    assert s.take(19).plan_id == 1 and s.dropped == 1 + 2  # ticks 17, 18 skipped (designated)
+    no_tail = ActionSchedule(2, 3, use_tail=False)
+    no_tail.place(chunk, 0, 0, 0, 0)
+    assert len(no_tail) == 3
+
+
+def test_lead_ticks_from_latency():
+    assert lead_ticks([], 0.01, 7) == 1
+    assert lead_ticks([0.004, 0.031], 0.01, 7, margin_s=0.002) == 4
+    assert lead_ticks([1.0], 0.01, 7) == 7
+    assert lead_ticks([1.0], 0.01, 7, fixed=2) == 2
+
+
+def test_planner_runs_off_thread_and_ignores_stale_generations():
+    started = threading.Event()
+
+    def plan(obs, img):
+        started.set()
+        time.sleep(0.05)
+        return obs * 2
+
+    p = Planner(plan, reset_fn=lambda: None)
+    try:
+        req = PlanRequest(0, p.generation, 0, 0, np.ones((2, 1), np.float32))
+        t0 = time.perf_counter()
+        assert p.submit(req)
+        assert time.perf_counter() - t0 < 0.02  # submit never waits for the plan
+        assert not p.submit(PlanRequest(1, p.generation, 0, 0, np.ones((2, 1), np.float32)))  # busy
+        res = p.wait(2.0)
+        assert res.chunk.tolist() == [[2.0], [2.0]] and res.latency_s >= 0.05
+        assert p.submit(PlanRequest(2, p.generation, 0, 0, np.ones((2, 1), np.float32)))
+        started.wait(1.0)
+        p.invalidate()
+        assert p.wait(0.2) is None  # the old generation's result is dropped
+        p.reset_policy()
+    finally:
+        p.close()
+
+
+# ----------------------------------------------------------------------------- lock-step
+def test_lockstep_commands_equal_in_process_rollout():
+    robot = FakeRobot(lockstep=True)
+    stats = run_episodes(FakePolicy(seed=7), robot, LoopConfig(episodes=2, base_seed=3, max_steps=10, lockstep=True))
+    ref = reference_rollout(7, 3, 10)
+    # the same Policy object continues its random stream into episode 2, as in-process evaluation does
+    sent = [t for _, t in robot.sent]
+    assert len(sent) == 20
+    for a, b in zip(sent[:10], ref):
+        assert a.tobytes() == b.tobytes()
+    assert [e.steps for e in stats.episodes] == [10, 10]
+    assert stats.counters.plans == 6 and stats.counters.held_ticks == 0
+
+
+def test_lockstep_ends_episode_on_success_like_the_evaluation():
+    robot = FakeRobot(lockstep=True, coverage_step=0.1)
+    stats = run_episodes(FakePolicy(1), robot, LoopConfig(max_steps=50, lockstep=True))
+    ref = reference_rollout(1, 0, 50, coverage_step=0.1)
+    assert stats.episodes[0].success and stats.episodes[0].steps == len(ref) == 10
+    assert stats.episodes[0].max_coverage == pytest.approx(1.0)
+
+
+def test_lockstep_nan_plan_is_never_sent():
+    robot = FakeRobot(lockstep=True)
+    stats = run_episodes(FakePolicy(0), robot, LoopConfig(max_steps=12, lockstep=True,
+                                                         faults=FaultInjection(nan_plan=1)))
+    assert len(robot.sent) == 12  # FakeRobot asserts every command is finite
+    assert stats.counters.nan_blocked == TA and stats.counters.held_ticks == TA
+    held = [t for _, t in robot.sent[TA:2 * TA]]
+    assert all(np.array_equal(h, robot.sent[TA - 1][1]) for h in held)  # held the last good command
+
+
+# ----------------------------------------------------------------------------- real time
+def rt_config(**kw) -> LoopConfig:
+    base = dict(period_s=0.02, max_steps=40, spin_s=0.0005, success_coverage=None)
+    base.update(kw)
+    return LoopConfig(**base)
+
+
+def test_realtime_slow_plans_never_delay_commands():
+    robot = FakeRobot()
+    policy = FakePolicy(delay=0.05)  # 2.5 periods per plan
+    stats = run_episodes(policy, robot, rt_config())
+    c = stats.counters
+    assert len(robot.sent) == 40 and stats.episodes[0].steps == 40
+    times = np.array([t for t, _ in robot.sent])
+    assert np.median(np.diff(times)) == pytest.approx(0.02, abs=0.003)
+    assert max(stats.tick_work_s) < 0.01  # a tick never waited for a 50 ms plan
+    assert c.plans >= 5 and min(stats.plan_latency_s) >= 0.05
+    assert c.held_ticks >= 1  # the first plan was not ready at tick 0
+    assert c.held_ticks + c.tail_ticks + sum(1 for r in stats.step_log.rows if r.source == "plan") == 40
+    sources = [r.source for r in stats.step_log.rows]
+    assert sources.count("plan") > 20  # requested early enough: most ticks run designated actions
+    s = stats.summary()
+    assert s["plan_latency_ms"]["p50"] >= 50 and "period jitter" in summary_table(s)
+
+
+def test_realtime_actions_land_on_the_ticks_they_were_planned_for():
+    robot = FakeRobot()
+    policy = FakePolicy(delay=0.005)
+    stats = run_episodes(policy, robot, rt_config(max_steps=30, lead_ticks=2))
+    rows = stats.step_log.rows
+    tick_of = {tuple(r.positions.tolist()): r.tick for r in reversed(rows)}  # first tick with that position
+    checked = 0
+    for r in rows:
+        if r.source != "plan":
+            continue
+        obs = policy.observed[r.plan_id + 2]  # two warm-up plans come first
+        s = tick_of[tuple(obs[:2].tolist())]  # the tick whose observation the plan was made from
+        # chunk row To-1+j is for tick s+j; the fake's row i is obs + 3 (i + 1)
+        assert r.tick - s >= 2  # never before its handover (lead 2)
+        assert np.allclose(r.action, obs[:2] + 3.0 * (r.tick - s + TO), atol=5.0)
+        checked += 1
+    assert checked > 10
+
+
+def test_realtime_host_stall_skips_ticks_without_a_burst():
+    robot = FakeRobot()
+    stats = run_episodes(FakePolicy(), robot, rt_config(max_steps=30, faults=FaultInjection(stall_at_step=10,
+                                                                                          stall_s=0.1)))
+    c = stats.counters
+    assert c.skipped_ticks >= 4 and c.missed_deadlines >= c.skipped_ticks
+    times = np.array([t for t, _ in robot.sent])
+    assert np.diff(times).min() > 0.01  # never two commands in a burst to catch up
+    assert np.diff(times).max() >= 0.1
+    assert len(robot.sent) == 30
+
+
+def test_realtime_link_loss_holds_then_resumes():
+    robot = FakeRobot()
+    robot.unhealthy_calls = range(12, 22)  # ten ticks without a trustworthy link
+    stats = run_episodes(FakePolicy(), robot, rt_config(max_steps=30))
+    c = stats.counters
+    assert c.link_loss_events == 1 and c.link_recoveries == 1 and c.link_hold_ticks == 10
+    rows = stats.step_log.rows
+    lost = [r for r in rows if r.source == "link-hold"]
+    assert len(lost) == 10 and all(r.command is None for r in lost)
+    assert len(robot.sent) == 30  # nothing sent while lost; the episode went on afterwards
+    after = [r.source for r in rows if r.tick > lost[-1].tick]
+    assert after[0] == "hold" and "plan" in after  # re-planned from fresh observations
+
+
+def test_realtime_nan_plan_is_never_sent():
+    robot = FakeRobot()
+    stats = run_episodes(FakePolicy(), robot, rt_config(max_steps=30, faults=FaultInjection(nan_plan=2)))
+    assert stats.counters.nan_blocked >= 1 and len(robot.sent) == 30
+
+
+def test_estop_request_stops_and_sends_estop():
+    robot = FakeRobot()
+    loop = ControlLoop(FakePolicy(), robot, rt_config(max_steps=500, episodes=3))
+    threading.Timer(0.2, loop.request_estop).start()
+    try:
+        stats = loop.run()
+    finally:
+        loop.close()
+    assert robot.estops == 1 and stats.interrupted and stats.counters.estops == 1
+    assert len(stats.episodes) == 1 and stats.episodes[0].aborted == "estop"
+    assert len(robot.sent) < 30
+
+
+def test_realtime_episode_resets_plant_and_policy():
+    robot = FakeRobot(coverage_step=0.05)
+    policy = FakePolicy()
+    stats = run_episodes(policy, robot, rt_config(episodes=2, max_steps=60, success_coverage=0.5))
+    assert [e.seed for e in stats.episodes] == [0, 1]
+    assert all(e.success and e.steps < 60 for e in stats.episodes)
+    assert policy.resets >= 2
+
+
+def test_runtime_never_imports_torch_or_trainer():
+    code = ("import sys, runtime.loop, runtime.cli, runtime.robots, runtime.sensors, runtime.safety, runtime.stats, "
+            "runtime.schedule, runtime.pusht_render, runtime.policy\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'trainer'))\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
