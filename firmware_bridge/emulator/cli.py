@@ -7,6 +7,7 @@ inject faults at run time; each is answered with one stdout line ("ok ..." or "e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -114,7 +115,7 @@ class Emulator:
                 return "ok corrupt"
             if parts[0] == "status":
                 st = self.core.status(now)
-                return "status " + json.dumps({k: getattr(st, k) for k in st.__dataclass_fields__})
+                return "status " + json.dumps(dataclasses.asdict(st))
         except (IndexError, ValueError):
             pass
         return f"error bad command: {line.strip()!r}"
@@ -190,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         emulator.close()
     st = emulator.core.status(time.monotonic())
-    log("stopped; " + json.dumps({k: getattr(st, k) for k in st.__dataclass_fields__}))
+    log("stopped; " + json.dumps(dataclasses.asdict(st)))
     return 0
 
 

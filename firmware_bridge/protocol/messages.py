@@ -66,7 +66,8 @@ class AckResult(IntEnum):
 
 def _f32(values: object, what: str) -> np.ndarray:
     try:
-        arr = np.array(values, dtype="<f4").reshape(-1)
+        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, as a cast does
+            arr = np.array(values, dtype="<f4").reshape(-1)
     except (TypeError, ValueError) as exc:
         raise ProtocolError("encode", f"{what} must be a 1-D sequence of floats ({exc})") from None
     arr.setflags(write=False)
