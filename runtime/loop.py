@@ -225,7 +225,7 @@ class ControlLoop:
             gc.freeze()  # setup objects (sessions, arrays) are never scanned again
             restore["gc"] = gc.isenabled()
         prio = "off"
-        if cfg.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+        if cfg.realtime_priority > 0 and not cfg.lockstep and hasattr(os, "sched_setscheduler"):
             try:  # pid 0 = the calling thread on Linux; threads started earlier keep their policy
                 restore["sched"] = (os.sched_getscheduler(0), os.sched_getparam(0))
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(cfg.realtime_priority))
