@@ -1,0 +1,275 @@
+"""Hardware-in-the-loop over a real pseudo-terminal: SerialLink <-> the emulator process.
+
+Every test starts its own `imle-emulator` subprocess and injects one kind of fault. Timeouts are
+generous and the assertions are on counts and orderings, not tight timings, so a busy 2-core
+machine does not make them flaky.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gym_pusht")
+pytest.importorskip("serial")
+
+from firmware_bridge.emulator import EmulatorProcess, start_emulator  # noqa: E402
+from firmware_bridge.emulator.plant import make_pusht_env, reset_pusht  # noqa: E402
+from firmware_bridge.protocol import Fault, FaultCode, State, StatusFlags  # noqa: E402
+from firmware_bridge.robot import HandshakeError  # noqa: E402
+from firmware_bridge.serial_link import SerialLink  # noqa: E402
+
+HOME = np.array([256.0, 256.0], np.float32)
+
+
+@pytest.fixture
+def emulators():
+    """start(**opts) -> EmulatorProcess; every emulator and link is stopped after the test."""
+    started: list[EmulatorProcess] = []
+    links: list[SerialLink] = []
+
+    def start(**opts) -> EmulatorProcess:
+        emu = start_emulator(**opts)
+        started.append(emu)
+        return emu
+
+    start.links = links  # type: ignore[attr-defined]
+    yield start
+    for link in links:
+        link.close()
+    for emu in started:
+        emu.stop()
+
+
+def connect(emulators, emu: EmulatorProcess, **opts) -> SerialLink:
+    opts.setdefault("state_timeout_s", 1.0)
+    opts.setdefault("handshake_timeout_s", 1.0)
+    link = SerialLink(emu.port, **opts)
+    emulators.links.append(link)
+    link.connect()
+    return link
+
+
+def drive(link: SerialLink, seconds: float, target=HOME, hz: float = 20.0,
+          until: Optional[Callable[[], bool]] = None) -> bool:
+    """Send `target` at `hz` for `seconds` (or until `until()`); returns whether `until` became true."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        link.send_command(np.asarray(target, np.float32))
+        if until is not None and until():
+            return True
+        time.sleep(1.0 / hz)
+    return until is None
+
+
+def test_handshake_stream_and_estop(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=500)
+    link = connect(emulators, emu)
+    caps = link.capabilities
+    assert caps is not None and caps.firmware_version.startswith("imle-emulator")
+    assert caps.joint_names == ("agent_x", "agent_y") and caps.joint_count == 2
+    assert caps.extra_names == ("block_x", "block_y", "block_angle", "coverage")
+    assert caps.lower.tolist() == [0.0, 0.0] and caps.upper.tolist() == [512.0, 512.0]
+    assert caps.watchdog_ms == 500 and caps.state_period_us == 20_000 and not caps.lockstep
+    drive(link, 1.0, target=[300.0, 300.0])
+    stats = link.stats
+    assert 20 <= stats.states <= 80            # ~50 in one second at 50 Hz
+    assert stats.corrupt_total == 0 and stats.seq_gaps == 0 and stats.handshakes == 1
+    st = link.latest_state()
+    assert link.healthy and st is not None and stats.last_state_age_s < 0.5
+    assert st.extras.shape == (4,) and 0.0 <= st.extras[3] <= 1.0
+
+    assert link.estop(True)                    # acknowledged by the device
+    faults: list[Fault] = []
+    link.add_listener(lambda m: faults.append(m) if isinstance(m, Fault) else None)
+    time.sleep(0.2)
+    held = link.wait_state(timeout=2.0)
+    assert held.has(StatusFlags.ESTOP)
+    drive(link, 0.4, target=[50.0, 50.0])      # refused while engaged
+    assert FaultCode.ESTOP in [f.code for f in faults]
+    assert np.array_equal(link.wait_state(timeout=2.0).positions, held.positions)
+    assert link.estop(False)
+    drive(link, 0.4, target=[50.0, 50.0])
+    moved = link.wait_state(timeout=2.0)
+    assert not moved.has(StatusFlags.ESTOP) and moved.positions[0] < held.positions[0] - 5
+
+
+def test_lockstep_matches_in_process_evaluation(emulators) -> None:
+    emu = emulators(mode="lockstep", state_hz=5)
+    link = connect(emulators, emu)
+    assert link.capabilities.lockstep and link.capabilities.watchdog_ms == 0
+    env = make_pusht_env()
+    rng = np.random.default_rng(0)
+    for seed, init in [(3, None), (4, np.float32([200, 150, 300, 320, 1.25]))]:
+        st = link.reset_plant(seed, init)
+        obs = reset_pusht(env, seed, init)
+        assert np.array_equal(np.concatenate([st.positions, st.extras[:3]]), obs.astype(np.float32))
+        for _ in range(30):
+            action = rng.uniform(60, 450, 2).astype(np.float32)
+            st = link.step(action, timeout=5.0)
+            obs, _, _, _, info = env.step(action)
+            assert np.array_equal(np.concatenate([st.positions, st.extras[:3]]), obs.astype(np.float32))
+            assert st.extras[3] == np.float32(info["coverage"])
+    assert st.timestamp_us == 30 * 100_000     # simulated time: one 100 ms control step per command
+
+
+def test_corrupted_bytes_both_ways_counted_and_never_acted_on(emulators, tmp_path) -> None:
+    log_path = tmp_path / "commands.jsonl"
+    emu = emulators(state_hz=100, watchdog_ms=0, command_log=str(log_path), fault_seed=3)
+    link = connect(emulators, emu)
+    emu.set_corruption(1000, 1000)             # 1 in 1000 bytes, each direction, from now on
+    sent: dict[int, np.ndarray] = {}
+    for i in range(800):
+        target = np.array([50 + i % 400, 60 + (7 * i) % 380 + 0.25], np.float32)
+        seq = link.send_command(target)
+        assert seq is not None
+        sent[seq] = target
+        time.sleep(0.0025)
+    emu.set_corruption(0, 0)
+    for i in range(10):                        # clean commands reveal any trailing losses
+        seq = link.send_command(HOME)
+        sent[seq] = HOME.copy()
+        time.sleep(0.01)
+    time.sleep(0.5)
+    dev = emu.status()
+    stats = link.stats
+    applied = [json.loads(line) for line in log_path.read_text().splitlines()]
+
+    # Device -> host: corrupt frames dropped and counted; each one is a sequence gap.
+    assert dev["tx_corrupted"] >= 1
+    assert 1 <= stats.corrupt_total <= 2 * dev["tx_corrupted"]
+    assert dev["tx_corrupted"] <= stats.seq_gaps <= 2 * dev["tx_corrupted"]
+    assert stats.corrupt["internal"] == 0
+    # Host -> device: no corrupted command acted on, none acted on twice, every loss accounted for.
+    seqs = [a["seq"] for a in applied]
+    assert len(seqs) == len(set(seqs)) == dev["commands_applied"] and dev["commands_duplicate"] == 0
+    for a in applied:
+        assert np.array_equal(np.float32(a["targets"]), sent[a["seq"]]), a
+    lost = len(sent) - len(applied)
+    assert 1 <= lost and lost == dev["rx_seq_gaps"]
+    assert dev["rx_bad_cobs"] + dev["rx_bad_crc"] + dev["rx_bad_other"] >= 1
+    # The link kept working throughout.
+    assert link.healthy and stats.silent_events == 0 and stats.reconnects == 0
+
+
+def test_dropped_frames_are_counted_as_sequence_gaps(emulators) -> None:
+    emu = emulators(state_hz=100, watchdog_ms=0)
+    link = connect(emulators, emu)
+    emu.set_drop(0.2)
+    drive(link, 1.5, hz=20)
+    emu.set_drop(0.0)
+    time.sleep(0.3)
+    dev = emu.status()
+    time.sleep(0.2)
+    stats = link.stats
+    assert dev["tx_dropped"] >= 10             # ~30 expected
+    assert stats.seq_gaps == dev["tx_dropped"] + dev["tx_overflow"]
+    assert stats.corrupt_total == 0 and link.healthy
+
+
+def test_device_vanishes_and_link_reconnects(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=300)
+    link = connect(emulators, emu, reconnect_interval_s=0.1)
+    drive(link, 0.3)
+    emu.vanish(0.7)
+    t_gone = time.monotonic()
+    unsent = 0
+    deadline = t_gone + 15.0
+    while time.monotonic() < deadline and not (link.stats.reconnects >= 1 and link.healthy):
+        unsent += link.send_command(HOME) is None
+        time.sleep(0.05)
+    outage = time.monotonic() - t_gone
+    stats = link.stats
+    assert stats.vanished_events == 1 and stats.port_reopens >= 1
+    assert stats.reconnects == 1 and stats.handshakes == 2
+    assert unsent >= 1 and stats.tx_errors >= 1   # commands during the outage were refused, not queued
+    assert 0.5 <= outage < 15.0
+    before = emu.status()["commands_applied"]
+    drive(link, 0.5)
+    assert emu.status()["commands_applied"] > before
+    assert link.healthy
+
+
+def test_device_reset_triggers_a_new_handshake(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=300)
+    link = connect(emulators, emu, reconnect_interval_s=0.1)
+    drive(link, 0.3)
+    emu.device_reset()
+    assert drive(link, 10.0, until=lambda: link.stats.reconnects >= 1 and link.healthy)
+    stats = link.stats
+    assert stats.device_resets == 1 and stats.handshakes == 2 and stats.vanished_events == 0
+    dev = emu.status()
+    assert dev["boots"] == 2
+    before = dev["commands_applied"]
+    drive(link, 0.5)
+    assert emu.status()["commands_applied"] > before
+
+
+def test_silent_device_detected_and_recovered(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=0)
+    link = connect(emulators, emu, state_timeout_s=0.3, reconnect_interval_s=0.1)
+    drive(link, 0.3)
+    assert link.healthy
+    emu.go_silent(1.2)
+    t0 = time.monotonic()
+    assert drive(link, 5.0, until=lambda: not link.healthy)
+    went_unhealthy = time.monotonic() - t0
+    assert drive(link, 10.0, until=lambda: link.healthy)
+    outage = time.monotonic() - t0
+    stats = link.stats
+    assert went_unhealthy < 1.2 and outage >= 0.8
+    assert stats.silent_events == 1 and stats.reconnects == 1 and stats.vanished_events == 0
+
+
+def test_watchdog_holds_when_the_host_stalls(emulators) -> None:
+    emu = emulators(state_hz=100, watchdog_ms=200)
+    link = connect(emulators, emu)
+    link.reset_plant(0, np.float32([100, 100, 400, 400, 0.0]))  # block out of the pusher's way
+    states: list[State] = []
+    faults: list[tuple[float, Fault]] = []
+    link.add_listener(lambda m: states.append(m) if isinstance(m, State) else
+                      faults.append((time.monotonic(), m)) if isinstance(m, Fault) else None)
+    target = np.float32([480, 100])
+    last = None
+    for _ in range(3):                          # start moving towards x = 480
+        last = link.send_command(target)
+        time.sleep(0.05)
+    stall_start = time.monotonic()
+    time.sleep(0.5)                             # the host stalls; the watchdog is 200 ms
+    stall_end = time.monotonic()
+    resumed = link.send_command(target)
+    drive(link, 0.6, target=target)             # keep feeding it this time
+
+    watchdog = [(t, f) for t, f in faults if f.code == FaultCode.WATCHDOG]
+    assert len(watchdog) == 1 and stall_start < watchdog[0][0] < stall_end + 0.05
+    during = [s for s in states if s.ack_seq == last]
+    held = [s for s in during if s.has(StatusFlags.WATCHDOG_HOLD)]
+    assert held, "no State with WATCHDOG_HOLD while the host stalled"
+    assert held[0].rx_time < stall_end          # held before the host came back
+    fed = next(s for s in during if not s.has(StatusFlags.WATCHDOG_HOLD))
+    trip_ms = (held[0].timestamp_us - fed.timestamp_us) / 1000
+    assert 180 <= trip_ms <= 450                # device clock: 200 ms after the last command
+    assert all(np.array_equal(s.positions, held[0].positions) for s in held)  # no motion after the hold
+    assert held[0].positions[0] < 470           # it stopped short of the target
+    after = [s for s in states if s.ack_seq != last and s.ack_seq >= resumed]
+    assert after and not after[-1].has(StatusFlags.WATCHDOG_HOLD)
+    assert after[-1].positions[0] > held[0].positions[0] + 1  # moving again
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", r"no valid Capabilities from .* after 3 Hello tries of 0.3 s \(dropped malformed frames: length=3\)"),
+    ("invalid", r"invalid Capabilities from device: joint 0 \(agent_x\) limits \[512.0, 0.0\]"),
+])
+def test_malformed_capabilities_give_a_clear_error(emulators, kind: str, message: str) -> None:
+    emu = emulators(malformed_caps=kind)
+    link = SerialLink(emu.port, handshake_timeout_s=0.3, handshake_retries=3)
+    emulators.links.append(link)
+    t0 = time.monotonic()
+    with pytest.raises(HandshakeError, match=message) as info:
+        link.connect()
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - t0 < 5.0
+    assert not link.healthy
