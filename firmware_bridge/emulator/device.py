@@ -150,6 +150,9 @@ class DeviceCore:
             return
         if not isinstance(msg, (JointCommand, Heartbeat, EStop, Reset, StatusRequest)):
             return  # a device->host message type arriving at the device: ignore
+        if isinstance(msg, EStop):  # safety first: honoured with or without a session
+            self._on_estop(msg, seq, now)
+            return
         if not self.session:
             if isinstance(msg, JointCommand):
                 self.counters["commands_rejected"] += 1
@@ -160,8 +163,6 @@ class DeviceCore:
         elif isinstance(msg, Heartbeat):
             self.counters["heartbeats"] += 1
             self._feed_watchdog(now)
-        elif isinstance(msg, EStop):
-            self._on_estop(msg, seq, now)
         elif isinstance(msg, Reset):
             self._on_reset(msg, seq, now)
         elif isinstance(msg, StatusRequest):

@@ -238,3 +238,10 @@ def test_fault_injector_rates_are_seeded() -> None:
     assert changed == inj.tx_corrupted and 700 <= changed <= 1100  # ~18000 * 50 / 1000 bytes
     again = FaultInjector(FaultConfig(corrupt_one_in=1000, drop_fraction=0.1, seed=5))
     assert [again.on_tx(frame) for _ in range(20000)] == sent
+
+
+def test_estop_works_without_a_session() -> None:
+    bench = Bench()
+    seq = bench.send(EStop(True))                        # no Hello yet
+    assert bench.take(Ack) == [Ack(EStop.TYPE, seq, AckResult.OK)] and bench.core.estop
+    assert bench.take(Fault) == []
