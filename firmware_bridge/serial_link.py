@@ -153,7 +153,11 @@ class SerialLink:
 
     def send_command(self, targets: np.ndarray, valid: bool = True) -> Optional[int]:
         """Send position targets. Returns the frame seq (for wait_state) or None if the port is down."""
-        return self._send(JointCommand(np.asarray(targets, dtype=np.float32), valid))
+        targets = np.asarray(targets, dtype=np.float32).reshape(-1)
+        caps = self._caps
+        if caps is not None and len(targets) != caps.joint_count:
+            raise LinkError(f"command has {len(targets)} targets; {self.port} has {caps.joint_count} joints")
+        return self._send(JointCommand(targets, valid))
 
     def step(self, targets: np.ndarray, timeout: float = 1.0) -> State:
         """Lock-step: send targets and return the State the device produced after applying them."""
@@ -388,6 +392,7 @@ class SerialLink:
         self._session += 1
         self._session_active = True
         self._need_handshake = False
+        self._silent = False  # the silence timer restarts at the new session
         self._rx_expected = (seq + 1) & 0xFFFF
         self._session_start = now
         self._stats.handshakes += 1

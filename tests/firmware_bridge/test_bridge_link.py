@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.protocol import Capabilities, FrameDecoder, Hello, encode_frame
-from firmware_bridge.robot import HandshakeError, LinkStats, Robot
+from firmware_bridge.robot import HandshakeError, LinkError, LinkStats, Robot
 from firmware_bridge.serial_link import SerialLink, _seq_reached, validate_capabilities
 
 
@@ -93,4 +93,30 @@ def test_version_mismatch_is_named(pty_pair) -> None:
             SerialLink(path, handshake_timeout_s=0.3, handshake_retries=2).connect()
     finally:
         stop.set()
-        os.write(master, b"")
+
+
+def test_wrong_target_count_is_a_one_line_error(pty_pair) -> None:
+    master, path = pty_pair
+    stop = threading.Event()
+
+    def device() -> None:  # a minimal device: answers Hello with two-joint Capabilities
+        decoder = FrameDecoder()
+        while not stop.is_set():
+            try:
+                data = os.read(master, 256)
+            except OSError:
+                return
+            for frame in decoder.feed(data):
+                if isinstance(frame.message, Hello):
+                    os.write(master, encode_frame(caps(nonce=frame.message.nonce), 0))
+
+    threading.Thread(target=device, daemon=True).start()
+    link = SerialLink(path, handshake_timeout_s=0.5)
+    try:
+        assert link.connect().joint_count == 2
+        with pytest.raises(LinkError, match="command has 3 targets; .* has 2 joints"):
+            link.send_command(np.zeros(3))
+        assert link.send_command(np.zeros(2)) is not None
+    finally:
+        stop.set()
+        link.close()
