@@ -61,7 +61,10 @@ class LoopConfig:
     stale_timeout_s: float = 0.3          # a State older than this means the link is lost
     link_give_up_s: float = 30.0          # end the episode when the link stays lost this long
     realtime_priority: int = 0            # SCHED_FIFO priority of the tick thread (needs CAP_SYS_NICE); 0: off
-    planner_nice: int = 10                # the planning thread's nice value (yields CPU to the tick thread)
+    planner_nice: int = 10                # the planning thread's nice value when it is not real-time
+    rt_planner: bool = True               # with realtime_priority: the planner runs SCHED_FIFO just below the
+                                          # tick thread, so it is never descheduled while holding the GIL
+    rt_helper_threads: tuple[str, ...] = ("SerialLink",)  # name prefixes of I/O threads raised likewise
     gc_freeze: bool = True                # freeze setup objects, no GC during an episode, collect between
     switch_interval_s: Optional[float] = 0.0005  # GIL hand-over interval while running (Python's default: 5 ms)
     reset_timeout_s: float = 2.0
@@ -233,6 +236,19 @@ class ControlLoop:
             except (OSError, PermissionError) as exc:
                 restore.pop("sched", None)
                 prio = f"unavailable ({exc.strerror or exc})"
+        if "sched" in restore:
+            # A thread that holds the GIL and is preempted by an unrelated process stalls the tick thread
+            # (priority inversion through the GIL): the threads that take the GIL get real-time priority too.
+            raised = []
+            helpers = [t for t in threading.enumerate() if t.name.startswith(tuple(cfg.rt_helper_threads))]
+            targets = [(t, max(1, cfg.realtime_priority - 1)) for t in helpers]
+            if cfg.rt_planner and self.planner is not None:
+                targets.append((self.planner.thread, max(1, cfg.realtime_priority - 2)))
+            for t, p in targets:
+                if t.native_id is not None and _set_fifo(t.native_id, p):
+                    raised.append(t.native_id)
+                    self.stats.settings.setdefault("rt_threads", []).append(f"{t.name}: SCHED_FIFO {p}")
+            restore["raised"] = raised
         self.stats.settings.update({"tick_thread_priority": prio, "spin_s": cfg.spin_s,
                                     "switch_interval_s": cfg.switch_interval_s, "gc_freeze": cfg.gc_freeze,
                                     "planner_nice": cfg.planner_nice, "period_s": self.period,
@@ -240,6 +256,11 @@ class ControlLoop:
         return restore
 
     def _leave_realtime(self, restore: dict[str, Any]) -> None:
+        for tid in restore.get("raised", []):
+            try:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:  # the thread may have ended
+                pass
         if "sched" in restore:
             try:
                 policy, param = restore["sched"]
@@ -555,6 +576,14 @@ class ControlLoop:
         ep.held_ticks = c.held_ticks - held0
         ep.dropped_actions = self.schedule.dropped - dropped0
         ep.wall_s = time.monotonic() - t_ep
+
+
+def _set_fifo(tid: int, priority: int) -> bool:
+    try:  # Linux: a thread id is accepted where a pid is
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except OSError:
+        return False
 
 
 def _link_stats(robot: Any) -> dict[str, Any]:

