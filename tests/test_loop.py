@@ -322,3 +322,30 @@ def test_runtime_never_imports_torch_or_trainer():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'trainer'))\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_image_policy_gets_camera_frames_in_manifest_layout():
+    from runtime.sensors import LatestFrame, StandInCamera
+
+    class ImagePolicy(FakePolicy):
+        def __init__(self):
+            super().__init__()
+            self.manifest.obs.image_shape = [3, 96, 96]
+            self.images = []
+
+        def plan(self, obs_state, obs_image=None):
+            self.images.append(obs_image)
+            return super().plan(obs_state)
+
+    policy, robot = ImagePolicy(), FakeRobot(lockstep=True)
+    with pytest.raises(Exception, match="camera"):
+        ControlLoop(policy, robot, LoopConfig(lockstep=True))
+    cam = LatestFrame(StandInCamera(fps=100.0))
+    try:
+        run_episodes(policy, robot, LoopConfig(max_steps=8, lockstep=True), camera=cam)
+    finally:
+        cam.close()
+    assert len(policy.images) == 2
+    img = policy.images[0]
+    assert img.shape == (TO, 3, 96, 96) and img.dtype == np.uint8
+    assert np.array_equal(img[0], img[1])  # padded at episode start with the first frame
