@@ -1,0 +1,175 @@
+"""The on-robot policy: ONNX session -> N candidate chunks -> temporal-consistency selection -> actions.
+
+IMLE (``rs_imle``) packages generate all candidates in one batched session call. Baseline packages
+(``diffusion``, ``flow_matching``) run the encoder once per plan and the numpy sampler of
+:mod:`runtime.samplers` over the denoiser graph, so every method is timed through the same code.
+
+Selection (IMLE Policy's temporal consistency): among finite candidates, keep the one whose first
+L steps from the current time (index To-1) are closest, in normalised units, to the unexecuted rest
+of the previous plan (L steps). Without a previous plan, candidate 0 (a random draw) is used.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime import samplers
+from runtime.package import Manifest, Package, PackageError, load_package
+
+
+class PlanError(RuntimeError):
+    """No usable plan: every candidate had a non-finite value. A bad plan is never returned."""
+
+
+def minmax_scale_offset(lo: list[float], hi: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """raw -> [-1, 1] as ``raw * scale + offset``; the trainer's MinMax (constant dimensions -> 0)."""
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    const = hi64 - lo64 < 1e-8
+    scale = 2.0 / np.where(const, 2.0, hi64 - lo64)
+    offset = np.where(const, -lo64 * scale, -1.0 - lo64 * scale)
+    return scale.astype(np.float32), offset.astype(np.float32)
+
+
+class Policy:
+    def __init__(self, package: str | Path | Package, precision: str | None = None, candidates: int | None = None,
+                 threads: int = 1, seed: int = 0, temporal_consistency: bool = True,
+                 tc_reset_after: int | None = None):
+        self.package = package if isinstance(package, Package) else load_package(package)
+        m = self.package.manifest
+        self.manifest: Manifest = m
+        available = m.precisions()
+        if precision is None:
+            precision = "int8" if "int8" in available else "fp32"
+        if precision not in available:
+            raise PackageError(f"precision {precision!r} is not in package {self.package.root.name} "
+                               f"(available: {', '.join(available)})")
+        self.precision = precision
+        self.candidates = int(candidates if candidates is not None else m.control.candidates)
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
+        if tc_reset_after is not None and tc_reset_after < 1:
+            raise ValueError(f"tc_reset_after must be >= 1 or None, got {tc_reset_after}")
+        self.threads = threads
+        self.seed = seed
+        self.temporal_consistency = temporal_consistency
+        self.tc_reset_after = tc_reset_after
+        self._rng = np.random.default_rng(seed)
+        self._scale, self._offset = minmax_scale_offset(m.normalization.action.min, m.normalization.action.max)
+        if m.method == "rs_imle":
+            self._gen = self.package.session("generator", precision, threads)
+        else:
+            self._enc = self.package.session("encoder", precision, threads)
+            self._den = self.package.session("denoiser", precision, threads)
+            self._schedule = samplers.ddpm_schedule(m.sampler.train_steps) if m.sampler.kind in ("ddpm", "ddim") else None
+        self._rest: np.ndarray | None = None  # unexecuted rest of the previous plan, raw units
+        self._plans_since_reset = 0
+        self.last_plan: np.ndarray | None = None
+        self.last_plan_info: dict = {}
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def obs_horizon(self) -> int:
+        return self.manifest.horizons.obs
+
+    @property
+    def pred_horizon(self) -> int:
+        return self.manifest.horizons.pred
+
+    @property
+    def action_horizon(self) -> int:
+        return self.manifest.horizons.action
+
+    @property
+    def action_dim(self) -> int:
+        return self.manifest.action.dim
+
+    @property
+    def state_dim(self) -> int:
+        return self.manifest.obs.state_dim
+
+    # ------------------------------------------------------------------ episode
+    def reset(self) -> None:
+        """New episode: forget the previous plan (the random stream continues: no reseed)."""
+        self._rest = None
+        self._plans_since_reset = 0
+        self.last_plan = None
+
+    # ------------------------------------------------------------------ planning
+    def _feeds(self, obs_state: np.ndarray, obs_image: np.ndarray | None) -> dict[str, np.ndarray]:
+        to, ds = self.obs_horizon, self.state_dim
+        s = np.asarray(obs_state, dtype=np.float32)
+        if s.shape != (to, ds):
+            raise ValueError(f"obs_state must have shape ({to}, {ds}) [obs_horizon, state_dim], got {s.shape}")
+        feeds = {"obs_state": np.ascontiguousarray(s[None])}
+        shape = self.manifest.obs.image_shape
+        if shape is not None:
+            if obs_image is None:
+                raise ValueError(f"this policy needs obs_image of shape ({to}, {', '.join(map(str, shape))}) uint8")
+            img = np.asarray(obs_image)
+            if img.shape != (to, *shape) or img.dtype != np.uint8:
+                raise ValueError(f"obs_image must be uint8 of shape {(to, *shape)}, got {img.dtype} {img.shape}")
+            feeds["obs_image"] = np.ascontiguousarray(img[None])
+        return feeds
+
+    def _generate(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """All candidates [N, Tp, A] in raw units."""
+        shape = (self.candidates, self.pred_horizon, self.action_dim)
+        if self.manifest.method == "rs_imle":
+            feeds["z"] = self._rng.standard_normal(shape, dtype=np.float32)
+            return self._gen.run(["actions"], feeds)[0]
+        cond = self._enc.run(["cond"], feeds)[0]
+        den = self._den
+
+        def step_fn(x: np.ndarray, t: float) -> np.ndarray:
+            return den.run(["output"], {"cond": cond, "sample": x, "timestep": np.array([t], np.float32)})[0]
+
+        x_T = self._rng.standard_normal(shape, dtype=np.float32)
+        s = self.manifest.sampler
+        if s.kind == "ddpm":
+            y = samplers.sample_ddpm(step_fn, x_T, self._schedule, self._rng)
+        elif s.kind == "ddim":
+            y = samplers.sample_ddim(step_fn, x_T, self._schedule, steps=s.steps)
+        else:
+            y = samplers.sample_euler(step_fn, x_T, steps=s.steps)
+        return ((y - self._offset) / self._scale).astype(np.float32)  # normalised -> raw, as the trainer's MinMax
+
+    def _select(self, cands: np.ndarray) -> tuple[int, float | None]:
+        finite = np.isfinite(cands).reshape(len(cands), -1).all(axis=1)
+        if not finite.any():
+            raise PlanError(f"all {len(cands)} candidates contain NaN or inf; no plan returned")
+        use_tc = self.temporal_consistency and self._rest is not None and len(self._rest) > 0
+        if not use_tc:
+            return int(np.argmax(finite)), None  # candidate 0 unless it is bad
+        start = self.obs_horizon - 1
+        length = min(len(self._rest), self.pred_horizon - start)
+        diff = (cands[:, start:start + length] - self._rest[None, :length]) * self._scale  # normalised units
+        dist = np.sqrt(np.square(diff, dtype=np.float64).reshape(len(cands), -1).sum(axis=1))
+        dist[~finite] = np.inf
+        best = int(np.argmin(dist))
+        return best, float(dist[best])
+
+    def plan(self, obs_state: np.ndarray, obs_image: np.ndarray | None = None) -> np.ndarray:
+        """Generate N candidates, select one, remember its unexecuted rest; the chunk [Tp, A] raw."""
+        t0 = time.perf_counter()
+        feeds = self._feeds(obs_state, obs_image)
+        if self.tc_reset_after is not None and self._plans_since_reset >= self.tc_reset_after:
+            self._rest, self._plans_since_reset = None, 0  # periodic re-draw: lets the policy switch modes
+        cands = self._generate(feeds)
+        idx, dist = self._select(cands)
+        chunk = np.array(cands[idx], dtype=np.float32)
+        start = self.obs_horizon - 1 + self.action_horizon
+        self._rest = chunk[start:].copy()  # act() executes Ta steps from To-1; the rest is remembered
+        self._plans_since_reset += 1
+        self.last_plan = chunk
+        self.last_plan_info = {"latency_s": time.perf_counter() - t0, "selected": idx,
+                               "candidates": len(cands), "distance": dist,
+                               "discarded": int((~np.isfinite(cands).reshape(len(cands), -1).all(axis=1)).sum())}
+        return chunk
+
+    def act(self, obs_state: np.ndarray, obs_image: np.ndarray | None = None) -> np.ndarray:
+        """Plan, then the Ta steps to execute now: chunk[To-1 : To-1+Ta] (index To-1 is the current time)."""
+        chunk = self.plan(obs_state, obs_image)
+        start = self.obs_horizon - 1
+        return chunk[start:start + self.action_horizon].copy()
