@@ -13,32 +13,39 @@ pytest.importorskip("gym_pusht")
 SEED, EPISODES, STEPS = 3, 2, 40
 
 
-def in_process_rollout(package, seed: int, episodes: int, max_steps: int) -> list[list[np.ndarray]]:
-    """In-process evaluation through runtime.Policy and gym-pusht with the evaluation's rules: a history
-    of To states padded at episode start by repeating the first, a plan every Ta steps, chunk[To-1:To-1+Ta]
-    executed, env seed = seed + episode, stop on success."""
-    from firmware_bridge.emulator.plant import make_pusht_env, reset_pusht
-    from runtime.policy import Policy
+class _Recorder:
+    """Wraps a runtime.Policy for trainer.evaluate.run_episode and keeps every action it returns."""
 
-    policy = Policy(package, precision="fp32", seed=seed)
-    env = make_pusht_env()
-    to, ta = policy.obs_horizon, policy.action_horizon
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        self.obs_horizon, self.action_horizon = policy.obs_horizon, policy.action_horizon
+        self.actions: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs_state, obs_image=None):
+        out = self.policy.act(obs_state, obs_image)
+        self.actions.extend(np.asarray(out, np.float32))
+        return out
+
+
+def in_process_rollout(package, seed: int, episodes: int, max_steps: int) -> list[list[np.ndarray]]:
+    """trainer.evaluate's in-process rollout through runtime.Policy: episode i uses environment seed
+    seed + i and policy seed seed + i; returns the actions each episode executed."""
+    from runtime.policy import Policy
+    from trainer.evaluate.env import make_env
+    from trainer.evaluate.rollout import run_episode
+
+    env = make_env(None, max_steps)
     out = []
-    for ep in range(episodes):
-        obs = reset_pusht(env, seed + ep)
-        policy.reset()
-        hist = np.repeat(np.asarray(obs, np.float32)[None], to, 0)
-        actions, done, sent = None, False, []
-        for step in range(max_steps):
-            if step % ta == 0:
-                actions = policy.act(hist)
-            a = actions[step % ta]
-            sent.append(a)
-            obs, _, done, _, _ = env.step(a)
-            if done:
-                break
-            hist = np.concatenate([hist[1:], np.asarray(obs, np.float32)[None]])
-        out.append(sent)
+    try:
+        for ep in range(episodes):
+            rec = _Recorder(Policy(package, precision="fp32", seed=seed + ep))
+            result, _ = run_episode(rec, env, seed + ep, ep, max_steps)
+            out.append(rec.actions[:result.steps])
+    finally:
+        env.close()
     return out
 
 

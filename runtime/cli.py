@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robot", required=True, metavar="SPEC",
                    help="serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST")
     p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="episode i resets a simulated plant with seed S+i; "
-                   "also the policy's random seed")
+    p.add_argument("--seed", type=int, default=0, help="episode i resets a simulated plant with seed S+i and "
+                   "plans with policy seed S+i (as imle-eval)")
     p.add_argument("--precision", choices=("int8", "fp32"), default=None,
                    help="graph precision (default: int8 when the package has it)")
     p.add_argument("--candidates", type=int, default=None, help="candidates per plan (default: the package's)")
@@ -125,6 +125,16 @@ def _load_policy(args: argparse.Namespace) -> Any:
         raise UserError(f"cannot load {pkg}: {exc}") from None
 
 
+def _policy_factory(policy: Any, args: argparse.Namespace):
+    """Episode seed -> a Policy on the already loaded package (episode i plans with seed S+i)."""
+    from runtime.policy import Policy
+
+    def make(seed: int) -> Any:
+        return Policy(policy.package, precision=policy.precision, candidates=policy.candidates,
+                      threads=args.threads, seed=seed)
+    return make
+
+
 def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: bool) -> list[str]:
     from runtime.stats import plot_timing, write_summary_json
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +204,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             except RuntimeError as exc:
                 raise UserError(str(exc)) from None
         try:
-            loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera)
+            loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera,
+                               policy_factory=_policy_factory(policy, args))
         except (LoopError, ValueError) as exc:
             raise UserError(str(exc)) from None
 

@@ -19,6 +19,7 @@ repeating the first; plan every Ta steps; execute chunk[To-1 : To-1+Ta]).
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import os
 import sys
@@ -70,6 +71,7 @@ class LoopConfig:
     reset_timeout_s: float = 2.0
     step_timeout_s: float = 2.0           # lock-step: wait for the State of a command
     log_steps: bool = True                # keep the per-step log (CSV)
+    seed_policy_per_episode: bool = True  # episode i plans with policy seed base_seed + i (as trainer.evaluate)
     faults: FaultInjection = field(default_factory=FaultInjection)
 
 
@@ -121,8 +123,9 @@ class ControlLoop:
     """Drives one robot with one policy for a number of episodes. Call run() once."""
 
     def __init__(self, policy: Any, robot: Any, config: LoopConfig, capabilities: Any = None,
-                 camera: Any = None) -> None:
+                 camera: Any = None, policy_factory: Optional[Callable[[int], Any]] = None) -> None:
         self.policy = policy
+        self.policy_factory = policy_factory
         self.robot = robot
         self.config = config
         self.shape = PolicyShape.of(policy)
@@ -159,8 +162,8 @@ class ControlLoop:
         self._recent_jitter: deque[float] = deque(maxlen=max(1, int(round(1.0 / self.period))))
         self.planner: Optional[Planner] = None
         if not config.lockstep:
-            self.planner = Planner(self._plan_fn, policy.reset, nice=config.planner_nice,
-                                   info_fn=lambda: getattr(policy, "last_plan_info", {}))
+            self.planner = Planner(self._plan_fn, lambda: self.policy.reset(), nice=config.planner_nice,
+                                   info_fn=lambda: getattr(self.policy, "last_plan_info", {}))
 
     # ------------------------------------------------------------------ control from outside
     def request_estop(self) -> None:
@@ -183,6 +186,28 @@ class ControlLoop:
         if self.config.faults.nan_plan is not None and index == self.config.faults.nan_plan:
             chunk = np.full_like(np.asarray(chunk, dtype=np.float32), np.nan)  # injected: a broken plan
         return chunk
+
+    def _seed_policy(self, seed: int) -> None:
+        """Give the episode its own policy random stream (seed base_seed + episode), as the in-process
+        evaluation does: policy.reset(seed=...) when the Policy takes one, else a fresh Policy from
+        `policy_factory`. Without either, the stream simply continues (noted in the settings).
+        Call only while the planner is idle."""
+        if not self.config.seed_policy_per_episode:
+            return
+        if getattr(self.policy, "seed", None) == seed and self._plans_made == 0 and not self._warmed:
+            return  # a fresh policy made with this very seed
+        try:
+            takes_seed = "seed" in inspect.signature(self.policy.reset).parameters
+        except (TypeError, ValueError):
+            takes_seed = False
+        if takes_seed:
+            self.policy.reset(seed=seed)
+            self.stats.settings["policy_seeding"] = "reset(seed)"
+        elif self.policy_factory is not None:
+            self.policy = self.policy_factory(seed)
+            self.stats.settings["policy_seeding"] = "new Policy per episode"
+        else:
+            self.stats.settings["policy_seeding"] = "one stream for the run (no reset(seed), no factory)"
 
     def _images_for_policy(self) -> Optional[np.ndarray]:
         imgs = self.history.images()
@@ -341,6 +366,7 @@ class ControlLoop:
         cfg, sh, c = self.config, self.shape, self.stats.counters
         t_ep = time.monotonic()
         state = self._reset_plant(ep.seed)
+        self._seed_policy(ep.seed)
         self.policy.reset()
         self.history.reset()
         self.safety.reset()
@@ -463,6 +489,8 @@ class ControlLoop:
         state = self._reset_plant(ep.seed)
         if not self._warmed and state is not None:
             self._warm_up(state)
+        self.planner.wait_idle()  # the policy is ours to change only while no plan runs
+        self._seed_policy(ep.seed)
         self.planner.reset_policy()
         self.history.reset()
         self.schedule.clear()
@@ -597,10 +625,12 @@ def _link_stats(robot: Any) -> dict[str, Any]:
 
 
 def run_episodes(policy: Any, robot: Any, config: LoopConfig, capabilities: Any = None,
-                 camera: Any = None, on_start: Optional[Callable[[ControlLoop], None]] = None) -> RunStats:
+                 camera: Any = None, on_start: Optional[Callable[[ControlLoop], None]] = None,
+                 policy_factory: Optional[Callable[[int], Any]] = None) -> RunStats:
     """Run `config.episodes` episodes of `policy` on a connected `robot`; the run's statistics.
-    `on_start(loop)` is called before the first tick (to hook up e-stop handling or a status line)."""
-    loop = ControlLoop(policy, robot, config, capabilities, camera)
+    `on_start(loop)` is called before the first tick (to hook up e-stop handling or a status line);
+    `policy_factory(seed)` makes the policy of each episode when Policy.reset takes no seed."""
+    loop = ControlLoop(policy, robot, config, capabilities, camera, policy_factory)
     try:
         if on_start is not None:
             on_start(loop)

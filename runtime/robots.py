@@ -107,13 +107,13 @@ def make_robot(spec: str, *, state_timeout_s: float = 0.5, emulator_options: Opt
 
 
 def _make_franka(spec: str, host: str) -> RobotHandle:
+    # pylibfranka is imported by FrankaRobot itself, only when it connects (the Franka's controller PC)
+    from firmware_bridge.franka import FrankaRobot
+
+    robot = FrankaRobot(host)
     try:
-        import firmware_bridge.franka as franka  # pylibfranka; only on the Franka's controller PC
-    except ImportError as exc:
-        raise RobotSpecError(f"Franka support is not available ({exc}); install the 'franka' extra") from None
-    factory = getattr(franka, "connect", None) or getattr(franka, "FrankaRobot", None)
-    if factory is None:
-        raise RobotSpecError("firmware_bridge.franka has no connect() or FrankaRobot to make a robot with")
-    robot = factory(host)
-    caps = robot.connect() if hasattr(robot, "connect") else getattr(robot, "capabilities", None)
+        caps = robot.connect()  # FrankaImportError / HandshakeError (LinkErrors, one line) when it cannot
+    except Exception:
+        robot.close()
+        raise
     return RobotHandle(spec, robot, caps, None, {"host": host})

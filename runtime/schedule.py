@@ -172,6 +172,12 @@ class Planner:
             self.generation += 1
             self._results.clear()
 
+    def wait_idle(self) -> None:
+        """Block until no plan is queued or running."""
+        with self._cond:
+            while self._busy or self._job is not None:
+                self._cond.wait()
+
     def reset_policy(self, timeout: float = 30.0) -> None:
         """Run reset_fn on the worker once it is idle (waits for a running plan to finish)."""
         if self.reset_fn is None:

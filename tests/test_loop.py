@@ -189,15 +189,23 @@ def test_planner_runs_off_thread_and_ignores_stale_generations():
 # ----------------------------------------------------------------------------- lock-step
 def test_lockstep_commands_equal_in_process_rollout():
     robot = FakeRobot(lockstep=True)
-    stats = run_episodes(FakePolicy(seed=7), robot, LoopConfig(episodes=2, base_seed=3, max_steps=10, lockstep=True))
-    ref = reference_rollout(7, 3, 10)
-    # the same Policy object continues its random stream into episode 2, as in-process evaluation does
+    made = []
+
+    def factory(seed):  # episode i plans with policy seed base_seed + i, as trainer.evaluate does
+        made.append(seed)
+        return FakePolicy(seed)
+
+    stats = run_episodes(FakePolicy(3), robot, LoopConfig(episodes=2, base_seed=3, max_steps=10, lockstep=True),
+                         policy_factory=factory)
     sent = [t for _, t in robot.sent]
-    assert len(sent) == 20
-    for a, b in zip(sent[:10], ref):
-        assert a.tobytes() == b.tobytes()
+    assert len(sent) == 20 and made == [3, 4]
+    for ep in range(2):
+        ref = reference_rollout(3 + ep, 3 + ep, 10)
+        for a, b in zip(sent[10 * ep:10 * ep + 10], ref):
+            assert a.tobytes() == b.tobytes()
     assert [e.steps for e in stats.episodes] == [10, 10]
     assert stats.counters.plans == 6 and stats.counters.held_ticks == 0
+    assert stats.settings["policy_seeding"] == "new Policy per episode"
 
 
 def test_lockstep_ends_episode_on_success_like_the_evaluation():
