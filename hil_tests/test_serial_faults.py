@@ -76,7 +76,7 @@ def test_handshake_stream_and_estop(emulators) -> None:
     assert caps.watchdog_ms == 500 and caps.state_period_us == 20_000 and not caps.lockstep
     drive(link, 1.0, target=[300.0, 300.0])
     stats = link.stats
-    assert 20 <= stats.states <= 80            # ~50 in one second at 50 Hz
+    assert 10 <= stats.states <= 80            # ~50 in one second at 50 Hz (fewer on a starved machine)
     assert stats.corrupt_total == 0 and stats.seq_gaps == 0 and stats.handshakes == 1
     st = link.latest_state()
     assert link.healthy and st is not None and stats.last_state_age_s < 0.5
@@ -122,12 +122,18 @@ def test_corrupted_bytes_both_ways_counted_and_never_acted_on(emulators, tmp_pat
     link = connect(emulators, emu)
     emu.set_corruption(1000, 1000)             # 1 in 1000 bytes, each direction, from now on
     sent: dict[int, np.ndarray] = {}
-    for i in range(800):
+    i = 0
+    while i < 6000:                             # ~800 commands; more if a busy machine slowed the device
         target = np.array([50 + i % 400, 60 + (7 * i) % 380 + 0.25], np.float32)
         seq = link.send_command(target)
         assert seq is not None
         sent[seq] = target
         time.sleep(0.0025)
+        i += 1
+        if i % 400 == 0 and i >= 800:
+            dev = emu.status()
+            if dev["tx_corrupted"] >= 3 and dev["rx_bad_cobs"] + dev["rx_bad_crc"] + dev["rx_bad_other"] >= 3:
+                break
     emu.set_corruption(0, 0)
     for i in range(10):                        # clean commands reveal any trailing losses
         seq = link.send_command(HOME)
@@ -159,13 +165,15 @@ def test_dropped_frames_are_counted_as_sequence_gaps(emulators) -> None:
     emu = emulators(state_hz=100, watchdog_ms=0)
     link = connect(emulators, emu)
     emu.set_drop(0.2)
-    drive(link, 1.5, hz=20)
+    deadline = time.monotonic() + 15.0          # until enough drops, however slow the machine
+    while time.monotonic() < deadline and emu.status()["tx_dropped"] < 15:
+        drive(link, 0.5, hz=20)
     emu.set_drop(0.0)
     time.sleep(0.3)
     dev = emu.status()
     time.sleep(0.2)
     stats = link.stats
-    assert dev["tx_dropped"] >= 10             # ~30 expected
+    assert dev["tx_dropped"] >= 15
     assert stats.seq_gaps == dev["tx_dropped"] + dev["tx_overflow"]
     assert stats.corrupt_total == 0 and link.healthy
 
