@@ -95,6 +95,8 @@ def test_handshake_stream_and_estop(emulators) -> None:
     drive(link, 0.4, target=[50.0, 50.0])
     moved = link.wait_state(timeout=2.0)
     assert not moved.has(StatusFlags.ESTOP) and moved.positions[0] < held.positions[0] - 5
+    link.close()
+    assert emu.stop() == 0 and "stopped;" in emu.log()   # SIGTERM ends it cleanly
 
 
 def test_lockstep_matches_in_process_evaluation(emulators) -> None:
