@@ -7,6 +7,8 @@ in fp32 and re-quantises activations on every call (slower than fp32 here).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections import Counter
@@ -86,11 +88,12 @@ def quantize_int8(fp32_path: Path, out_path: Path, feeds: Iterable[dict[str, np.
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[cfg.calibrate_method]
         act = QuantType.QUInt8 if cfg.activations == "u8" else QuantType.QInt8
-        quantize_static(str(src), str(out_path), _Reader(feeds),
-                        quant_format=QuantFormat.QDQ if cfg.fmt == "qdq" else QuantFormat.QOperator,
-                        activation_type=act, weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
-                        op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=exclude,
-                        calibrate_method=method, extra_options={"ActivationSymmetric": False})
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+            quantize_static(str(src), str(out_path), _Reader(feeds),
+                            quant_format=QuantFormat.QDQ if cfg.fmt == "qdq" else QuantFormat.QOperator,
+                            activation_type=act, weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
+                            op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=exclude,
+                            calibrate_method=method, extra_options={"ActivationSymmetric": False})
     return Path(out_path)
 
 
