@@ -93,3 +93,35 @@ def test_nan_plan_is_never_sent(tiny_package, emulator, run_cli, tmp_path):
     assert len(nan_rows) == c["nan_blocked"]
     for i in nan_rows:  # held: the same command as the tick before
         assert rows[i]["command_target_x"] == rows[i - 1]["command_target_x"]
+
+
+def test_ctrl_c_engages_estop_and_exits_with_the_summary(tiny_package, emulator, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from firmware_bridge.protocol import StatusFlags
+    from firmware_bridge.serial_link import SerialLink
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo, PYGAME_HIDE_SUPPORT_PROMPT="1")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", str(tiny_package), "--robot",
+                             f"serial:{emulator.port}", "--max-steps", "300", "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo, env=env)
+    deadline = time.monotonic() + 60
+    log = emulator.command_log_path
+    while time.monotonic() < deadline and (not log.exists() or len(applied_commands(log)) < 10):
+        time.sleep(0.1)  # wait until the loop is running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in out and "e-stop engaged" in out
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["interrupted"] and s["counters"]["estops"] == 1 and s["episodes"][0]["aborted"] == "estop"
+    assert_all_safe(applied_commands(log))
+    # The device is holding in e-stop: a fresh session sees the flag.
+    with SerialLink(emulator.port) as link:
+        st = link.wait_state(timeout=2.0)
+        assert st.has(StatusFlags.ESTOP)

@@ -577,9 +577,10 @@ class ControlLoop:
             due = next_handover is None or k >= next_handover - lead
             if due:
                 if self.planner.busy:
-                    if overrun_noted != next_handover:
+                    key = next_handover if next_handover is not None else -2
+                    if overrun_noted != key:  # count each late handover once, not every tick it waits
                         c.plan_overruns += 1
-                        overrun_noted = next_handover if next_handover is not None else -2
+                        overrun_noted = key
                 else:
                     handover = k + lead if next_handover is None else max(next_handover, k + 1)
                     req = PlanRequest(plan_id, self.planner.generation, k, handover, self.history.states(),
