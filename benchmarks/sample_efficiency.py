@@ -1,0 +1,444 @@
+"""Sample efficiency: RS-IMLE vs Diffusion Policy vs flow matching at 10/25/50/100% of the Push-T demos.
+
+Every (method, fraction, seed) is one run directory under --runs-dir, trained with the same step
+budget on the same U-Net, exported (fp32 + int8) and evaluated on the same seeded episodes
+THROUGH runtime.Policy. Stages skip finished work, so the study can run in parts, on different
+machines (pass --data where the replay buffer lives elsewhere), and be re-assembled by --stage report:
+
+  python benchmarks/sample_efficiency.py --stage all --steps 20 --episodes 2 --runs-dir /tmp/se   # smoke
+  python benchmarks/sample_efficiency.py --stage all --device cuda --steps 3000 --parallel 12 --runs-dir runs/se
+  python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se
+
+Layout: RUNS/<method>_f<fraction>_s<seed>/ {last.pt, train.json, train.log, package/, eval_fp32.json,
+eval_int8.json}. Report: a markdown table on stdout, --out/sample_efficiency.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = ("rs_imle", "diffusion", "flow_matching")
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+PRECISIONS = ("fp32", "int8")
+# published anchors (for the docs table): Diffusion Policy, Push-T images, 500 gym-pusht episodes
+ANCHORS = {"diffusion_policy_pusht_image": {"score": 0.957, "success": 0.642, "episodes": 500},
+           "imle_policy_paper": "matches its baselines with 38% less data"}
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    fraction: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_f{self.fraction:g}_s{self.seed}"
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _read_json(p: Path) -> dict | None:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# ------------------------------------------------------------------------------------------ train
+def train_command(run: Run, args, threads: int) -> list[str]:
+    cmd = [sys.executable, "-c", "import sys; from trainer.cli import train_main; sys.exit(train_main())",
+           "--task", "pusht-state", "--method", run.method, "--fraction", str(run.fraction),
+           "--seed", str(run.seed), "--steps", str(args.steps), "--device", args.device, "--threads", str(threads),
+           "--out", str(args.runs_dir / run.name), "--no-progress", "--checkpoint-every", str(args.checkpoint_every)]
+    for flag, value in (("--data", args.data), ("--preset", args.preset), ("--batch-size", args.batch_size),
+                        ("--lr", args.lr), ("--warmup", args.warmup), ("--state-encoder", args.state_encoder)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if run.method == "rs_imle":
+        for flag, value in (("--n-samples", args.n_samples), ("--epsilon", args.epsilon)):
+            if value is not None:
+                cmd += [flag, str(value)]
+    return cmd
+
+
+def train_one(run: Run, args, threads: int) -> str:
+    d = args.runs_dir / run.name
+    done = _read_json(d / "train.json")
+    if done and done.get("steps", 0) >= args.steps and (d / "last.pt").exists():
+        return f"{run.name}: trained ({done['steps']} steps), skipped"
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with (d / "train.log").open("a") as log:
+        rc = subprocess.run(train_command(run, args, threads), stdout=log, stderr=subprocess.STDOUT,
+                            env=_python_env(), cwd=ROOT).returncode
+    if rc != 0:
+        return f"{run.name}: TRAINING FAILED (exit {rc}), see {d / 'train.log'}"
+    (d / "train.json").write_text(json.dumps({"steps": args.steps, "wall_s": time.time() - t0, "device": args.device}))
+    return f"{run.name}: trained {args.steps} steps in {time.time() - t0:.0f} s"
+
+
+def stage_train(runs: list[Run], args) -> None:
+    k = max(1, min(args.parallel, len(runs)))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // k)
+    _log(f"train: {len(runs)} runs, {k} at once, {threads} thread(s) each, device {args.device}")
+    _pooled(lambda r: train_one(r, args, threads), runs, k, "train")
+
+
+def _pooled(fn, items: list, k: int, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=k) as pool, tqdm(total=len(items), desc=desc, unit="run",
+                                                           disable=not sys.stderr.isatty()) as bar:
+        for msg in pool.map(fn, items):
+            _log(msg)
+            bar.update(1)
+
+
+# ------------------------------------------------------------------------------------------ export
+def export_one(run: Run, args) -> str:
+    d = args.runs_dir / run.name
+    trained = _read_json(d / "train.json")
+    if not trained:
+        return f"{run.name}: not trained yet, export skipped"
+    done = _read_json(d / "export.json")
+    if done and done.get("steps") == trained["steps"] and (d / "package" / "manifest.json").exists():
+        return f"{run.name}: exported ({', '.join(done['precisions'])}), skipped"
+    cmd = [sys.executable, "-c", "import sys; from trainer.export.cli import main; sys.exit(main())",
+           str(d / "last.pt"), "--out", str(d / "package"), "--quantize", "int8", "--no-progress"]
+    if args.data:
+        cmd += ["--data", str(args.data)]
+    if run.method == "diffusion" and args.diffusion_sampler != "ddpm":
+        cmd += ["--sampler", "ddim", "--sampler-steps", str(args.diffusion_steps)]
+    if run.method == "flow_matching":
+        cmd += ["--sampler", "euler", "--sampler-steps", str(args.flow_steps)]
+    if (d / "package").exists():  # an older export (fewer steps): replace it
+        import shutil
+
+        shutil.rmtree(d / "package")
+    t0 = time.time()
+    with (d / "export.log").open("a") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_python_env(), cwd=ROOT).returncode
+        if rc != 0:  # keep the study going on fp32 when int8 quantisation fails; the report shows the gap
+            log.write("\n[sample_efficiency] int8 export failed; retrying fp32 only\n")
+            log.flush()
+            cmd.remove("--quantize")
+            cmd.remove("int8")
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_python_env(), cwd=ROOT).returncode
+    if rc != 0:
+        return f"{run.name}: EXPORT FAILED (exit {rc}), see {d / 'export.log'}"
+    precs = sorted({f["precision"] for f in _read_json(d / "package" / "manifest.json")["files"]})
+    (d / "export.json").write_text(json.dumps({"steps": trained["steps"], "precisions": precs,
+                                               "wall_s": time.time() - t0}))
+    note = "" if "int8" in precs else " (INT8 EXPORT FAILED: fp32 only, see export.log)"
+    return f"{run.name}: exported {', '.join(precs)} in {time.time() - t0:.0f} s{note}"
+
+
+def stage_export(runs: list[Run], args) -> None:
+    k = max(1, min(args.export_parallel or os.cpu_count() or 1, len(runs)))
+    _log(f"export: {len(runs)} runs, {k} at once (fp32 + int8)")
+    _pooled(lambda r: export_one(r, args), runs, k, "export")
+
+
+# ------------------------------------------------------------------------------------------ eval
+_CACHE: dict = {}
+
+
+def _eval_task(task: tuple) -> tuple:
+    """One episode of one (package, precision), in a worker; packages and envs are cached per worker."""
+    from trainer.evaluate.rollout import EvalOptions, package_factory, run_episode
+    from trainer.evaluate.env import make_env
+
+    pkg_dir, precision, i, seed0, max_steps = task
+    key = (pkg_dir, precision)
+    if key not in _CACHE:
+        from runtime.package import load_package
+
+        pkg = load_package(pkg_dir)
+        opts = EvalOptions(precision=precision, threads=1)
+        shape = pkg.manifest.obs.image_shape
+        _CACHE[key] = (package_factory(pkg, opts), make_env(tuple(shape) if shape else None, max_steps))
+    factory, env = _CACHE[key]
+    result, _ = run_episode(factory(seed0 + i), env, seed0 + i, i, max_steps)
+    return pkg_dir, precision, result
+
+
+def stage_eval(runs: list[Run], args) -> None:
+    from tqdm.auto import tqdm
+
+    from trainer.evaluate.metrics import summarize
+
+    todo: dict[tuple[str, str], Path] = {}
+    for run in runs:
+        d = args.runs_dir / run.name
+        if not (d / "package" / "manifest.json").exists():
+            _log(f"{run.name}: no package yet, eval skipped")
+            continue
+        have = {f.get("precision") for f in _read_json(d / "package" / "manifest.json").get("files", [])}
+        for prec in args.precisions:
+            if prec not in have:
+                _log(f"{run.name}: package has no {prec} graph, {prec} eval skipped")
+                continue
+            out = d / f"eval_{prec}.json"
+            old = _read_json(out)
+            if old and old["episodes"] == args.episodes and old["seed"] == args.eval_seed and \
+                    old.get("package_steps") == _read_json(d / "train.json")["steps"]:
+                continue
+            todo[(str(d / "package"), prec)] = out
+    if not todo:
+        _log("eval: nothing to do")
+        return
+    tasks = [(pkg, prec, i, args.eval_seed, args.max_steps) for (pkg, prec) in todo for i in range(args.episodes)]
+    # longest first: diffusion (DDPM, 100 network calls per plan) dominates the wall time
+    tasks.sort(key=lambda t: "diffusion" not in t[0])
+    workers = max(1, min(args.eval_workers or os.cpu_count() or 1, len(tasks)))
+    _log(f"eval: {len(todo)} (package, precision) pairs x {args.episodes} episodes on {workers} worker(s)")
+    results: dict[tuple[str, str], list] = {k: [] for k in todo}
+    t0 = time.time()
+    ctx = mp.get_context("spawn")  # workers import onnxruntime only; never fork a process holding torch threads
+    with ctx.Pool(workers) as pool, tqdm(total=len(tasks), desc="eval", unit="ep", dynamic_ncols=True) as bar:
+        for pkg, prec, res in pool.imap_unordered(_eval_task, tasks, chunksize=1):
+            results[(pkg, prec)].append(res)
+            bar.update(1)
+            if len(results[(pkg, prec)]) == args.episodes:
+                eps = sorted(results[(pkg, prec)], key=lambda r: r.episode)
+                s = summarize(eps)
+                d = Path(pkg).parent
+                todo[(pkg, prec)].write_text(json.dumps({
+                    "run": d.name, "precision": prec, "episodes": args.episodes, "seed": args.eval_seed,
+                    "package_steps": _read_json(d / "train.json")["steps"], "summary": s.to_dict(),
+                    "per_episode": [r.to_dict() for r in eps]}, indent=1))
+                _log(f"{d.name} {prec}: score {s.score}  success {s.success}")
+    _log(f"eval: done in {time.time() - t0:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------ report
+def collect(runs_dir: Path) -> list[dict]:
+    rows = []
+    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        for prec in PRECISIONS:
+            e = _read_json(d / f"eval_{prec}.json")
+            if not e:
+                continue
+            method, frac, seed = d.name.rsplit("_", 2)
+            t = _read_json(d / "train.json") or {}
+            rows.append({"method": method, "fraction": float(frac[1:]), "seed": int(seed[1:]), "precision": prec,
+                         "steps": e["package_steps"], "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
+                         "score": e["summary"]["score"]["value"], "score_low": e["summary"]["score"]["low"],
+                         "score_high": e["summary"]["score"]["high"], "success": e["summary"]["success"]["value"],
+                         "success_low": e["summary"]["success"]["low"], "success_high": e["summary"]["success"]["high"],
+                         "plan_ms": e["summary"]["plan_latency_ms"]})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """(method, fraction, precision) -> mean over seeds, with the CI of a single seed when only one."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["fraction"], r["precision"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        one = len(rs) == 1
+        out[key] = {"seeds": len(rs), "score": float(np.mean([r["score"] for r in rs])),
+                    "score_ci": (rs[0]["score_low"], rs[0]["score_high"]) if one else None,
+                    "score_std": float(np.std([r["score"] for r in rs])),
+                    "success": float(np.mean([r["success"] for r in rs])),
+                    "success_ci": (rs[0]["success_low"], rs[0]["success_high"]) if one else None,
+                    "plan_ms": float(np.mean([r["plan_ms"] for r in rs])), "steps": rs[0]["steps"],
+                    "episodes": rs[0]["episodes"]}
+    return out
+
+
+def markdown(agg: dict) -> str:
+    methods = [m for m in METHODS if any(k[0] == m for k in agg)]
+    fracs = sorted({k[1] for k in agg})
+    head = "| method | precision | " + " | ".join(f"{f:.0%} of demos" for f in fracs) + " |"
+    lines = [head, "|" + "---|" * (2 + len(fracs))]
+    for m in methods:
+        for prec in PRECISIONS:
+            cells = []
+            for f in fracs:
+                a = agg.get((m, f, prec))
+                if a is None:
+                    cells.append("–")
+                    continue
+                ci = f" [{a['score_ci'][0]:.2f}, {a['score_ci'][1]:.2f}]" if a["score_ci"] else f" ±{a['score_std']:.2f}"
+                cells.append(f"{a['score']:.3f}{ci} / {a['success']:.0%}")
+            lines.append(f"| {m} | {prec} | " + " | ".join(cells) + " |")
+    any_a = next(iter(agg.values()))
+    lines.append("")
+    lines.append(f"cells: score (average max coverage/0.95) [95% CI] / success rate; {any_a['episodes']} episodes "
+                 f"per cell, {any_a['steps']} training steps; seeds per cell: "
+                 f"{', '.join(sorted({str(a['seeds']) for a in agg.values()}))}")
+    return "\n".join(lines)
+
+
+def targets(agg: dict) -> list[str]:
+    notes = []
+    for f in (0.1, 0.25):
+        for prec in PRECISIONS:
+            imle = agg.get(("rs_imle", f, prec))
+            base = [agg.get((m, f, prec)) for m in ("diffusion", "flow_matching")]
+            if imle and all(base):
+                ok = all(imle["score"] >= b["score"] for b in base)
+                notes.append(f"{f:.0%} {prec}: IMLE {imle['score']:.3f} vs diffusion {base[0]['score']:.3f}, "
+                             f"flow {base[1]['score']:.3f} -> {'met' if ok else 'MISSED'}")
+    for (m, f, prec), a in sorted(agg.items()):
+        if prec == "int8" and (m, f, "fp32") in agg:
+            gap = a["score"] - agg[(m, f, "fp32")]["score"]
+            notes.append(f"{m} {f:.0%}: int8 - fp32 = {gap:+.3f} -> {'met' if abs(gap) <= 0.02 else 'MISSED'} (|gap| <= 0.02)")
+    return notes
+
+
+def plot(agg: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = {"rs_imle": "C0", "diffusion": "C1", "flow_matching": "C2"}
+    for m in METHODS:
+        for prec, style in (("fp32", "-o"), ("int8", "--s")):
+            pts = sorted((f, a) for (mm, f, p), a in agg.items() if mm == m and p == prec)
+            if not pts:
+                continue
+            xs = [f * 100 for f, _ in pts]
+            ys = [a["score"] for _, a in pts]
+            ax.plot(xs, ys, style, color=colors[m], label=f"{m} {prec}", alpha=1.0 if prec == "fp32" else 0.6)
+            if prec == "fp32" and all(a["score_ci"] for _, a in pts):
+                ax.fill_between(xs, [a["score_ci"][0] for _, a in pts], [a["score_ci"][1] for _, a in pts],
+                                color=colors[m], alpha=0.12)
+    ax.set_xscale("log")
+    ax.set_xticks([10, 25, 50, 100], ["10%", "25%", "50%", "100%"])
+    ax.set_xlabel("fraction of the 206 Push-T demonstrations")
+    ax.set_ylabel("score (average max coverage/0.95)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def stage_report(args) -> None:
+    rows = collect(args.runs_dir) if args.runs_dir.exists() else []
+    if not rows:
+        _log(f"report: no evaluated runs in {args.runs_dir}")
+        return
+    agg = aggregate(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = markdown(agg)
+    notes = targets(agg)
+    print(md)
+    print("\n".join(notes))
+    (args.out / "sample_efficiency.md").write_text(md + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (args.out / "sample_efficiency.json").write_text(json.dumps({
+        "runs": rows, "aggregate": [{"method": k[0], "fraction": k[1], "precision": k[2], **v} for k, v in agg.items()],
+        "targets": notes, "anchors": ANCHORS}, indent=1))
+    plot(agg, args.out / "sample_efficiency.png")
+    _log(f"report: {args.out / 'sample_efficiency.md'}, .json, .png")
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["train", "export", "eval", "report", "all"], default="all")
+    p.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sample_efficiency")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="report files")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated (the demo subset is fixed)")
+    p.add_argument("--data", default=None, help="replay buffer (default: the shared Push-T demos)")
+    # training (the same for every method; RS-IMLE-only flags apply to rs_imle runs)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--parallel", type=int, default=1, help="trainings at once")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per training (default: cores / parallel)")
+    p.add_argument("--preset", default=None, help="U-Net size: tiny, small (default), paper")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--state-encoder", default=None)
+    p.add_argument("--n-samples", type=int, default=None)
+    p.add_argument("--epsilon", type=float, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    # export / evaluation
+    p.add_argument("--export-parallel", type=int, default=0, help="exports at once (default: cores)")
+    p.add_argument("--diffusion-sampler", choices=["ddpm", "ddim"], default="ddpm",
+                   help="diffusion packages: DDPM-100 (Diffusion Policy's setting, default) or DDIM")
+    p.add_argument("--diffusion-steps", type=int, default=10, help="DDIM steps with --diffusion-sampler ddim")
+    p.add_argument("--flow-steps", type=int, default=10, help="flow matching: Euler steps (default 10)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--eval-seed", type=int, default=100000)
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--precisions", default=",".join(PRECISIONS))
+    p.add_argument("--eval-workers", type=int, default=0, help="episode processes (default: cores)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.runs_dir = args.runs_dir.resolve()
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS] + [p for p in args.precisions if p not in PRECISIONS]
+    if bad:
+        print(f"sample_efficiency: error: unknown method/precision {', '.join(bad)}", file=sys.stderr)
+        return 2
+    runs = [Run(m, float(f), int(s)) for f in args.fractions.split(",") for m in methods for s in args.seeds.split(",")]
+    if args.device == "cuda":
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError
+        except Exception:
+            print("sample_efficiency: error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+            return 2
+    t0 = time.time()
+    stages = ["train", "export", "eval", "report"] if args.stage == "all" else [args.stage]
+    for stage in stages:
+        if stage == "train":
+            stage_train(runs, args)
+        elif stage == "export":
+            stage_export(runs, args)
+        elif stage == "eval":
+            from trainer.evaluate.env import SimUnavailable, require_gym_pusht
+
+            try:
+                require_gym_pusht()
+            except SimUnavailable as exc:
+                print(f"sample_efficiency: error: {exc}", file=sys.stderr)
+                return 2
+            stage_eval(runs, args)
+        else:
+            stage_report(args)
+    _log(f"done in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
