@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One lent GPU session (H100/H200 + 16 CPU cores), prepared to fit its ~9 minutes in one call:
+#   1. the shipped Push-T state model (imle-train on the full demos, CUDA);
+#   2. the sample-efficiency study's training runs, in parallel on the same GPU;
+#   3. export (fp32 + int8) and closed-loop evaluation of the study on the 16 CPU cores.
+# The GPU machine has no network: Python wheels the image lacks are carried in .gpu/wheels and the
+# Push-T state/action arrays in .gpu/data (both git-ignored; see docs/benchmarks.md).
+# Usage (on the device): OUT=/path bash benchmarks/gpu/session.sh
+set -u
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu-out}
+DATA=${DATA:-.gpu/data/pusht.zarr}
+SHIP_STEPS=${SHIP_STEPS:-8000}
+STUDY_STEPS=${STUDY_STEPS:-2000}
+TRAIN_S=${TRAIN_S:-300}      # wall budget of the training phase
+EPISODES=${EPISODES:-50}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT" runs
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+if [ -d .gpu/wheels ] && [ "${SKIP_WHEELS:-0}" != 1 ]; then
+  $PY -m pip install -q --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+$PY -c "import torch, zarr, gym_pusht, onnxruntime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+
+stamp "training: shipped model ($SHIP_STEPS steps) + study ($STUDY_STEPS steps per run)"
+timeout "$TRAIN_S" $PY -m trainer.cli --task pusht-state --data "$DATA" --steps "$SHIP_STEPS" --device "$DEVICE" \
+  --out runs/ship --checkpoint-every 500 --no-progress > "$OUT/ship_train.log" 2>&1 &
+ship=$!
+timeout "$TRAIN_S" $PY benchmarks/sample_efficiency.py --stage train --device "$DEVICE" --steps "$STUDY_STEPS" \
+  --parallel 12 --threads 1 --runs-dir runs/se --data "$DATA" > "$OUT/se_train.log" 2>&1
+wait $ship
+stamp "training done"; tail -3 "$OUT/ship_train.log"
+
+# The shipped checkpoint comes home slim (EMA + model weights, no optimiser) and is exported there.
+$PY - <<'PY'
+import torch
+s = torch.load("runs/ship/last.pt", map_location="cpu", weights_only=False)
+for k in ("optimizer", "scheduler"):
+    s.pop(k, None)
+torch.save(s, "runs/ship/slim.pt")
+print("ship step", s["step"])
+PY
+cp runs/ship/slim.pt runs/ship/metrics.jsonl runs/ship/loss.png "$OUT/" 2>/dev/null
+
+stamp "study: export + eval"
+timeout 120 $PY benchmarks/sample_efficiency.py --stage export --runs-dir runs/se --data "$DATA" \
+  --export-parallel 12 > "$OUT/se_export.log" 2>&1
+timeout 200 $PY benchmarks/sample_efficiency.py --stage eval --runs-dir runs/se --data "$DATA" \
+  --episodes "$EPISODES" --eval-workers 16 > "$OUT/se_eval.log" 2>&1
+$PY benchmarks/sample_efficiency.py --stage report --runs-dir runs/se --out runs/se-report > "$OUT/se_report.md" 2>&1
+tar czf "$OUT/se_results.tgz" --exclude='*.pt' --exclude='*.onnx' runs/se runs/se-report 2>/dev/null
+stamp "done"
