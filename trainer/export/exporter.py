@@ -97,7 +97,8 @@ def _export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: 
             return graph(*_torch(feeds)).double().numpy()
 
     span = float(np.min(np.asarray(high) - np.asarray(low)))
-    check_counts(stage / "generator.onnx", feeds_at, reference, tolerance=max(opt.parity_tolerance * span, 1e-6))
+    check_counts(stage / "generator.onnx", feeds_at, reference, tolerance=opt.parity_tolerance * span,
+                 limit_text=f" raw units: {opt.parity_tolerance:.0e} of the action range")
 
     parity_feeds = [feeds_at(opt.parity_candidates, k) for k in range(len(calib.parity))]
     fp32 = make_session(stage / "generator.onnx", threads=1)
@@ -145,7 +146,8 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
         with torch.no_grad():
             return den(*_torch(f)).double().numpy()
 
-    check_counts(stage / "denoiser.onnx", den_feeds, den_ref, tolerance=max(opt.parity_tolerance * 2.0, 1e-6))
+    check_counts(stage / "denoiser.onnx", den_feeds, den_ref, tolerance=opt.parity_tolerance * 2.0,
+                 limit_text=f" normalised units: {opt.parity_tolerance:.0e} of the action range")
 
     scale, offset = net.action_scale.numpy(), net.action_offset.numpy()
     schedule = samplers.ddpm_schedule(sampler.train_steps)

@@ -37,7 +37,8 @@ def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Pat
 
 def check_counts(path: Path, feeds_at: Callable[[int], dict[str, np.ndarray]],
                  reference_at: Callable[[dict[str, np.ndarray]], np.ndarray] | None,
-                 counts: tuple[int, ...] = CHECK_COUNTS, tolerance: float | None = None) -> dict[int, float]:
+                 counts: tuple[int, ...] = CHECK_COUNTS, tolerance: float | None = None,
+                 limit_text: str = "") -> dict[int, float]:
     """Run the graph at each candidate count; with a reference, return the max abs error per count.
 
     Raises ExportError if the graph fails at some count, returns the wrong shape, or (with a
@@ -63,5 +64,5 @@ def check_counts(path: Path, feeds_at: Callable[[int], dict[str, np.ndarray]],
             errors[n] = float(np.max(np.abs(got.astype(np.float64) - ref)))
             if tolerance is not None and not errors[n] <= tolerance:
                 raise ExportError(f"{path.name} differs from torch by {errors[n]:.3g} at {n} candidates "
-                                  f"(tolerance {tolerance:.3g})")
+                                  f"(limit {tolerance:.3g}{limit_text})")
     return errors

@@ -1,18 +1,23 @@
 """A checkpoint dict for a network that was never trained (benchmarks and tests export these)."""
 from __future__ import annotations
 
+from trainer.data.dataset import DataConfig
 from trainer.data.normalize import MinMax
 from trainer.models.policy_net import PolicyNetwork
 
 
 def checkpoint_state(net: PolicyNetwork, state_stats: MinMax, action_stats: MinMax, method: str = "rs_imle",
                      task: str = "pusht-state", action_horizon: int = 8, dataset: str = "",
-                     episodes: list[int] | None = None, step: int = 0) -> dict:
+                     episodes: list[int] | None = None, step: int = 0, state_dims: tuple[int, ...] | None = None) -> dict:
     """The keys of ``trainer.train.checkpoint.load_checkpoint`` that export reads (no optimiser state)."""
+    from trainer.train.config import TrainConfig
+
     spec = net.spec
-    config = {"task": task, "method": method,
-              "data": {"path": dataset, "state_dims": list(range(spec.state_dim)), "use_image": spec.image_shape is not None,
-                       "obs_horizon": spec.obs_horizon, "pred_horizon": spec.pred_horizon, "action_horizon": action_horizon}}
+    data = DataConfig(path=dataset,
+                      state_dims=tuple(state_dims if state_dims is not None else range(spec.state_dim)),
+                      use_image=spec.image_shape is not None, obs_horizon=spec.obs_horizon,
+                      pred_horizon=spec.pred_horizon, action_horizon=action_horizon)
+    config = TrainConfig(task=task, method=method, data=data, angle_dims=tuple(spec.angle_dims), steps=step).to_dict()
     return {"config": config, "spec": spec.to_dict(), "method": method, "state_stats": state_stats.to_dict(),
             "action_stats": action_stats.to_dict(), "episodes": list(episodes or []), "step": step,
             "model": net.state_dict(), "ema": None}
