@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("timing")
     t.add_argument("--period", type=float, default=None, metavar="S", help="control period (default: the package's)")
     t.add_argument("--rt-priority", type=int, default=10, metavar="N",
-                   help="SCHED_FIFO priority of the tick thread when permitted (0: don't ask)")
+                   help="SCHED_FIFO priority of the tick thread when permitted; the link reader gets N-1, "
+                        "the planner N-2 (0: normal scheduling)")
     t.add_argument("--spin-ms", type=float, default=0.5, help="busy-wait this long before each deadline")
     t.add_argument("--lead", type=int, default=None, help="request plans this many ticks before their "
                    "handover (default: from measured latency)")

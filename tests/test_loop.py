@@ -357,3 +357,12 @@ def test_image_policy_gets_camera_frames_in_manifest_layout():
     img = policy.images[0]
     assert img.shape == (TO, 3, 96, 96) and img.dtype == np.uint8
     assert np.array_equal(img[0], img[1])  # padded at episode start with the first frame
+
+
+def test_status_line_is_one_line():
+    from runtime.cli import StatusLine
+    from runtime.loop import LiveStatus
+
+    loop = SimpleNamespace(status=LiveStatus(episode=1, step=42, coverage=0.5, jitter_ms=0.02, plan_ms=20.5))
+    line = StatusLine(loop, episodes=3, max_steps=300)._line()
+    assert "\n" not in line and "episode 2/3 step 42/300 coverage 0.50" in line and "plan 20.5 ms" in line
