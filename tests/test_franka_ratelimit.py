@@ -1,0 +1,376 @@
+"""The Franka bridge without an arm: the rate limiter as a pure function, and the 1 kHz control
+loop driven by a fake pylibfranka (estop, watchdog, faults, stale targets). franka-sim tests of the
+same code through the real pylibfranka live in hil_tests/test_franka_sim.py."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from firmware_bridge.franka import (DT, FER, FR3, CommandLimits, FrankaImportError, FrankaRobot, JointRateLimiter,
+                                    SafetyConfig, _ControlLoop, _Layout, _Mode, clamp_target, rate_limit_step,
+                                    velocity_envelope)
+from firmware_bridge.protocol import StatusFlags
+from firmware_bridge.robot import Robot
+
+HOME = np.array([0.0, -0.3, 0.0, -2.0, 0.0, 1.8, 0.8])
+LIMITS = CommandLimits.from_arm(FR3, SafetyConfig())
+TOL = 1e-9
+
+
+def run_limiter(limiter: JointRateLimiter, targets, steps: int):
+    """Step `steps` cycles; targets(k) gives the target at cycle k. Returns q, v, a histories."""
+    qs, vs, as_ = [], [], []
+    for k in range(steps):
+        limiter.step(targets(k))
+        qs.append(limiter.q.copy())
+        vs.append(limiter.v.copy())
+        as_.append(limiter.a.copy())
+    return np.array(qs), np.array(vs), np.array(as_)
+
+
+def assert_within_limits(q0, qs, vs, as_, limits: CommandLimits, v0=None, a0=None):
+    """The commanded signal, differenced the way the FCI does, respects velocity/acceleration/jerk."""
+    v0 = np.zeros(len(q0)) if v0 is None else v0
+    a0 = np.zeros(len(q0)) if a0 is None else a0
+    q = np.vstack([q0, qs])
+    v = np.diff(q, axis=0) / DT
+    a = np.diff(np.vstack([v0, v]), axis=0) / DT
+    j = np.diff(np.vstack([a0, a]), axis=0) / DT
+    assert np.allclose(v, vs, atol=1e-6) and np.allclose(a, as_, atol=1e-3)
+    assert np.all(np.abs(v) <= limits.max_velocity * (1 + 1e-9) + TOL)
+    assert np.all(np.abs(a) <= limits.max_acceleration * (1 + 1e-6) + 1e-6)
+    assert np.all(np.abs(j) <= limits.max_jerk * (1 + 1e-6) + 1e-3)
+
+
+def test_rate_limit_step_is_a_pure_function():
+    q, v, a = HOME.copy(), np.zeros(7), np.zeros(7)
+    target = HOME + 0.5
+    first = rate_limit_step(q, v, a, target, LIMITS)
+    again = rate_limit_step(q, v, a, target, LIMITS)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert np.array_equal(q, HOME) and not v.any() and not a.any()  # inputs untouched
+    q1, v1, a1 = first
+    np.testing.assert_allclose(a1, LIMITS.max_jerk * DT)  # the first cycle can only start the jerk ramp
+    np.testing.assert_allclose(q1, HOME + a1 * DT * DT)
+    q2, v2, a2 = rate_limit_step(HOME, np.zeros(7), np.zeros(7), None, LIMITS)  # stop at rest: stay
+    assert np.array_equal(q2, HOME) and not v2.any() and not a2.any()
+
+
+def test_far_target_is_approached_smoothly_without_overshoot():
+    limiter = JointRateLimiter(LIMITS, q0=HOME)
+    target = HOME.copy()
+    target[6] += 1.0
+    target[0] -= 0.5
+    qs, vs, as_ = run_limiter(limiter, lambda k: target, 4000)
+    assert_within_limits(HOME, qs, vs, as_, LIMITS)
+    # no jump: after 100 ms joint 7 has moved at most what the acceleration limit allows
+    assert abs(qs[99, 6] - HOME[6]) <= 0.5 * LIMITS.max_acceleration[6] * 0.1 ** 2 + 1e-9
+    # the whole move takes at least distance / max velocity
+    arrived = np.argmax(np.abs(qs[:, 6] - target[6]) < 1e-4)
+    assert arrived * DT >= 1.0 / LIMITS.max_velocity[6]
+    np.testing.assert_allclose(qs[-1], target, atol=1e-6)
+    assert np.all(qs[:, 6] <= target[6] + 1e-9) and np.all(qs[:, 0] >= target[0] - 1e-9)  # no overshoot
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_target_streams_respect_all_limits(seed):
+    rng = np.random.default_rng(seed)
+    limits = CommandLimits.from_arm(FR3, SafetyConfig(velocity_scale=1.0, acceleration_scale=1.0, jerk_scale=1.0))
+    limiter = JointRateLimiter(limits, q0=HOME)
+    targets = []
+    current = HOME.copy()
+    for _ in range(60):  # a new target every 10..100 cycles, some far, some small, some out of range
+        hold = int(rng.integers(10, 100))
+        current = current + rng.normal(0, rng.choice([0.01, 0.2, 2.0]), 7)
+        targets += [clamp_target(current, limits)[0]] * hold
+    qs, vs, as_ = run_limiter(limiter, lambda k: targets[k], len(targets))
+    assert_within_limits(HOME, qs, vs, as_, limits)
+    assert np.all(qs >= limits.lower - 1e-9) and np.all(qs <= limits.upper + 1e-9)
+
+
+def test_stop_decelerates_within_limits_and_comes_to_rest():
+    stop_limits = LIMITS.for_stopping(FR3, SafetyConfig().stop_scale)
+    limiter = JointRateLimiter(LIMITS, stop_limits, q0=HOME)
+    target = HOME + 1.0 * np.sign(np.array([1, 1, 1, -1, 1, -1, 1]))
+    target = clamp_target(target, LIMITS)[0]
+    run_limiter(limiter, lambda k: target, 600)  # at speed
+    v0, a0 = limiter.v.copy(), limiter.a.copy()
+    assert np.max(np.abs(v0)) > 0.5
+    q_before = limiter.q.copy()
+    qs, vs, as_ = run_limiter(limiter, lambda k: None, 1000)
+    assert limiter.at_rest()
+    assert_within_limits(q_before, qs, vs, as_, stop_limits, v0, a0)
+    # stopping distance is close to the minimum v^2 / 2a (plus the jerk ramp), not a long drift
+    dist = np.abs(limiter.q - q_before)
+    bound = v0 ** 2 / (2 * stop_limits.max_acceleration) + np.abs(v0) * 0.01 + 1e-6
+    assert np.all(dist <= bound)
+
+
+def test_small_target_changes_track_closely():
+    """A policy streaming targets at 10 Hz along a slow ramp is followed within about 1 cm/rad."""
+    limiter = JointRateLimiter(LIMITS, q0=HOME)
+    speed = 0.1  # rad/s on every joint
+    stair = lambda k: HOME + speed * (k // 100) * 0.1  # noqa: E731
+    qs, vs, as_ = run_limiter(limiter, stair, 3000)
+    assert_within_limits(HOME, qs, vs, as_, LIMITS)
+    ramp = HOME + speed * np.arange(1, 3001)[:, None] * DT
+    assert np.max(np.abs(qs - ramp)) < 0.015
+
+
+def test_velocity_envelope_near_the_fr3_stops():
+    limits = CommandLimits.from_arm(FR3, SafetyConfig(velocity_scale=1.0, acceleration_scale=1.0, jerk_scale=1.0))
+    limiter = JointRateLimiter(limits, q0=HOME)
+    qs, vs, _ = run_limiter(limiter, lambda k: limits.upper, 4000)
+    for q, v in zip(qs, vs):
+        _, high = velocity_envelope(q, limits)
+        assert np.all(v <= high + limits.env_margin)  # never above the FCI's position-based limit
+    np.testing.assert_allclose(qs[-1], limits.upper, atol=1e-6)
+    low, high = velocity_envelope(np.asarray(FR3.upper), limits)
+    assert np.all(high == 0.0)
+    low, high = velocity_envelope(np.asarray(FER.upper), CommandLimits.from_arm(FER))
+    assert np.all(high > 0)  # the Panda has no position-dependent envelope
+
+
+def test_clamp_target_and_config_validation():
+    out_of_range = np.array(FR3.upper) + 1.0
+    clamped, changed = clamp_target(out_of_range, LIMITS)
+    assert changed and np.all(clamped == LIMITS.upper)
+    assert np.all(LIMITS.upper == np.array(FR3.upper) - SafetyConfig().position_margin)
+    same, changed = clamp_target(HOME, LIMITS)
+    assert not changed and np.all(same == HOME)
+    with pytest.raises(ValueError):
+        SafetyConfig(velocity_scale=1.5)
+    with pytest.raises(ValueError):
+        SafetyConfig(braking_fraction=1.0)
+    full = CommandLimits.from_arm(FR3, SafetyConfig(velocity_scale=1.0))
+    assert np.all(full.max_velocity < np.array(FR3.max_velocity))
+
+
+def test_missing_pylibfranka_names_the_franka_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pylibfranka", None)
+    robot = FrankaRobot("127.0.0.1", realtime=False)
+    assert isinstance(robot, Robot)
+    with pytest.raises(ImportError) as info:
+        robot.connect()
+    assert isinstance(info.value, FrankaImportError)
+    assert "imle-policy[franka]" in str(info.value) and "\n" not in str(info.value)
+    assert robot.send_command(HOME) is None and not robot.healthy
+    with pytest.raises(ValueError):
+        robot.send_command(np.zeros(6))
+
+
+# ------------------------------------------------------------------ the control loop, fake libfranka
+class FakeControlException(RuntimeError):
+    pass
+
+
+class FakeArm:
+    """Just enough of pylibfranka: the arm follows the commanded position exactly, 1 ms per state."""
+
+    def __init__(self, q0):
+        self.q = np.array(q0, dtype=float)
+        self.dq_d = np.zeros(7)   # the commanded signal's backward differences, as the arm reports them
+        self.ddq_d = np.zeros(7)
+        self.t = 0.0
+        self.commands: list[np.ndarray] = []
+        self.finished = 0
+        self.fail_after: int | None = None
+        self.recoveries = 0
+        self.active = False
+
+    def _state(self):
+        pose = [0.0] * 16
+        pose[12:15] = [0.3, 0.0, 0.5]
+        return SimpleNamespace(q=self.q.tolist(), q_d=self.q.tolist(), dq_d=self.dq_d.tolist(),
+                               ddq_d=self.ddq_d.tolist(), dq=[0.0] * 7, O_T_EE=pose,
+                               time=SimpleNamespace(to_sec=lambda t=self.t: t), control_command_success_rate=1.0,
+                               robot_mode="Idle")
+
+    # pylibfranka.Robot
+    def read_once(self):
+        time.sleep(DT)
+        self.t += DT
+        return self._state()
+
+    def start_joint_position_control(self, mode):
+        assert not self.active, "control started twice"
+        assert not np.any(self.dq_d), "a motion must start from rest"
+        self.active = True
+        return self
+
+    def automatic_error_recovery(self):
+        self.recoveries += 1
+
+    # ActiveControlBase
+    def readOnce(self):
+        assert self.active, "readOnce after motion_finished blocks for ever on the real library"
+        time.sleep(DT)
+        self.t += DT
+        return self._state(), SimpleNamespace(to_sec=lambda: DT)
+
+    def writeOnce(self, command):
+        if self.fail_after is not None and len(self.commands) >= self.fail_after:
+            self.active = False
+            self.fail_after = None
+            raise FakeControlException("motion aborted by reflex! [\"joint_reflex\"]")
+        self.commands.append(np.array(command.q))
+        q = np.array(command.q)
+        dq = (q - self.q) / DT
+        self.ddq_d = (dq - self.dq_d) / DT
+        self.dq_d = dq
+        self.q = q
+        if command.motion_finished:
+            self.finished += 1
+            self.active = False
+            self.dq_d[:] = 0.0
+            self.ddq_d[:] = 0.0
+
+
+class FakeJointPositions:
+    def __init__(self, q):
+        self.q = list(q)
+        self.motion_finished = False
+
+
+FAKE_PF = SimpleNamespace(JointPositions=FakeJointPositions, ControllerMode=SimpleNamespace(JointImpedance=0))
+
+
+class LoopHarness:
+    """_ControlLoop in a thread of this process, with the parent side of the shared block."""
+
+    def __init__(self, safety=SafetyConfig()):
+        self.arm = FakeArm(HOME)
+        self.buf = mp.RawArray("d", _Layout.SIZE)
+        self.mem = np.frombuffer(self.buf, dtype=np.float64)
+        self.lock = threading.Lock()
+        self.parent_conn, child_conn = mp.Pipe(duplex=False)
+        import os
+        self.loop = _ControlLoop(FAKE_PF, self.arm, FR3, safety, self.buf, self.lock, child_conn, os.getppid())
+        self.loop.parent_alive = lambda: True
+        self.seq = self.feed = 0
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def send(self, target=None):
+        with self.lock:
+            self.feed += 1
+            self.mem[_Layout.P_FEED] = self.feed
+            if target is not None:
+                self.seq += 1
+                self.mem[_Layout.P_TARGET:_Layout.P_TARGET + 7] = target
+                self.mem[_Layout.P_SEQ] = self.seq
+
+    def set(self, index, value):
+        with self.lock:
+            self.mem[index] = value
+
+    def mode(self):
+        return int(self.mem[_Layout.C_MODE])
+
+    def wait_mode(self, mode, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.mode() == mode:
+                return True
+            time.sleep(0.002)
+        return False
+
+    def close(self):
+        self.set(_Layout.P_CLOSE, 1.0)
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+def test_control_loop_streams_estops_and_restarts_only_on_fresh_targets():
+    h = LoopHarness()
+    try:
+        assert h.wait_mode(_Mode.IDLE)
+        target = HOME.copy()
+        target[6] += 0.2
+        h.send(target)
+        assert h.wait_mode(_Mode.RUNNING)
+        deadline = time.monotonic() + 5
+        while abs(h.arm.q[6] - target[6]) > 1e-4 and time.monotonic() < deadline:
+            h.send()  # feed the watchdog
+            time.sleep(0.01)
+        assert abs(h.arm.q[6] - target[6]) <= 1e-4
+        assert int(h.mem[_Layout.C_ACK]) == h.seq
+        cmds = np.array(h.arm.commands)
+        assert np.max(np.abs(np.diff(cmds, axis=0))) <= LIMITS.max_velocity.max() * DT + 1e-12
+
+        # e-stop while moving toward a far target: decelerate, finish the motion, hold
+        far = HOME.copy()
+        far[6] -= 1.0
+        h.send(far)
+        time.sleep(0.3)
+        h.set(_Layout.P_ESTOP, 1.0)
+        assert h.wait_mode(_Mode.ESTOPPED)
+        assert h.arm.finished == 1 and not h.arm.active
+        assert int(h.mem[_Layout.C_FLAGS]) & StatusFlags.ESTOP
+        stopped_at = h.arm.q.copy()
+        assert abs(stopped_at[6] - far[6]) > 0.3  # it stopped on the way, not at the target
+        time.sleep(0.1)
+        np.testing.assert_allclose(h.arm.q, stopped_at)
+
+        # release: nothing moves until a fresh target arrives (the old far target is forgotten)
+        h.set(_Layout.P_ESTOP, 0.0)
+        assert h.wait_mode(_Mode.IDLE)
+        time.sleep(0.1)
+        assert not h.arm.active and np.allclose(h.arm.q, stopped_at)
+        h.send(stopped_at + np.r_[np.zeros(6), 0.05])
+        assert h.wait_mode(_Mode.RUNNING)
+    finally:
+        h.close()
+    assert h.arm.finished == 2  # close() ended the second motion cleanly
+    assert h.mode() == _Mode.CLOSED
+
+
+def test_control_loop_watchdog_holds_and_a_new_command_resumes():
+    h = LoopHarness(SafetyConfig(watchdog_s=0.1))
+    try:
+        target = HOME.copy()
+        target[6] += 1.0
+        h.send(target)
+        assert h.wait_mode(_Mode.HOLD, timeout=3.0)  # nobody fed it
+        assert int(h.mem[_Layout.C_FLAGS]) & StatusFlags.WATCHDOG_HOLD
+        time.sleep(0.3)
+        held = h.arm.q.copy()
+        time.sleep(0.1)
+        np.testing.assert_allclose(h.arm.q, held, atol=1e-9)  # at rest, still streaming
+        assert h.arm.active and abs(held[6] - target[6]) > 0.1
+        assert h.mem[_Layout.C_WATCHDOG] == 1
+        h.send(target)
+        assert h.wait_mode(_Mode.RUNNING)
+        assert not int(h.mem[_Layout.C_FLAGS]) & StatusFlags.WATCHDOG_HOLD
+    finally:
+        h.close()
+
+
+def test_control_loop_fault_needs_recovery_and_drops_stale_targets():
+    h = LoopHarness()
+    try:
+        h.arm.fail_after = 50
+        target = HOME.copy()
+        target[6] += 0.5
+        h.send(target)
+        assert h.wait_mode(_Mode.FAULT)
+        assert h.mem[_Layout.C_ERRORS] == 1
+        assert int(h.mem[_Layout.C_FLAGS]) & StatusFlags.FAULT
+        kind, text = h.parent_conn.recv()
+        assert kind == "error" and "joint_reflex" in text
+        h.send(target)  # a target written while faulted (the parent normally refuses these)
+        time.sleep(0.05)
+        assert h.mode() == _Mode.FAULT and not h.arm.active
+        h.set(_Layout.P_RECOVER, 1.0)
+        assert h.wait_mode(_Mode.IDLE)
+        assert h.arm.recoveries == 1
+        time.sleep(0.1)
+        assert not h.arm.active  # the stale target did not restart the motion
+    finally:
+        h.close()
