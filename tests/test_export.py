@@ -54,6 +54,8 @@ def tiny_state(buffer_path, method: str = "rs_imle", seed: int = 0) -> dict:
                             action_horizon=TA, dataset=str(buffer_path), episodes=[0, 1, 2, 3], step=20)
 
 
+torch.set_num_threads(1)  # tiny convolutions: threads only add overhead on a shared 2-core machine
+
 FAST = dict(n_calibrate=8, n_parity=8, parity_candidates=4, progress=False)
 
 
