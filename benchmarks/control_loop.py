@@ -5,7 +5,8 @@
 
 Each run is a separate `python -m runtime.cli PACKAGE --robot emulator --period P` process (the
 runtime exactly as deployed: numpy + onnxruntime, planning every Ta ticks on the worker thread) for
-`duration` seconds. Settings compared: `default` (SCHED_FIFO tick thread when permitted + 0.5 ms
+`duration` seconds. Settings compared: `bare` (the same wait loop, SCHED_FIFO, nothing else running
+in it: what this machine allows at all), `default` (SCHED_FIFO tick thread when permitted + 0.5 ms
 spin), `no-rt` (normal priority, spin), `no-spin` (SCHED_FIFO, sleep only). Prints a table and writes
 benchmarks/results/control_loop.json.
 
@@ -82,14 +83,62 @@ def run_once(package: Path, rate: float, duration: float, variant: str, precisio
     }
 
 
+BARE = """
+import gc, json, os, sys, time
+import numpy as np
+rate, duration, prio, spin = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) / 1e3
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio)) if prio else None
+    sched = f"SCHED_FIFO {prio}" if prio else "off"
+except OSError as exc:
+    sched = f"unavailable ({exc})"
+gc.disable()
+P, n = 1.0 / rate, int(rate * duration)
+late = np.zeros(n)
+t0 = time.monotonic() + P
+for k in range(n):
+    d = t0 + k * P
+    while True:  # the loop's own wait: sleep, then spin the last `spin` seconds
+        r = d - time.monotonic()
+        if r <= spin:
+            break
+        time.sleep(r - spin)
+    now = time.monotonic()
+    while now < d:
+        now = time.monotonic()
+    late[k] = now - d
+print(json.dumps({"late_ms": (late * 1e3).tolist(), "sched": sched}))
+"""
+
+
+def run_bare(rate: float, duration: float) -> dict:
+    """The machine's floor: the same sleep-then-spin wait with SCHED_FIFO and nothing else (no robot,
+    no planning, no other threads)."""
+    v = VARIANTS["default"]
+    res = subprocess.run([sys.executable, "-c", BARE, str(rate), str(duration), str(v["rt"]), str(v["spin_ms"])],
+                         capture_output=True, text=True, check=True, timeout=duration * 3 + 60)
+    out = json.loads(res.stdout)
+    import numpy as np
+    late = np.array(out["late_ms"])
+    return {"rate_hz": rate, "variant": "bare", "duration_s": duration, "ticks": int(late.size),
+            "jitter_ms": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)),
+                          "max": float(late.max()), "n": int(late.size)},
+            "tick_work_ms": None, "plan_latency_ms": {"p50": None, "p99": None, "max": None},
+            "missed_deadlines": int((late > 0.2 * 1e3 / rate).sum()), "skipped_ticks": 0, "dropped_actions": 0,
+            "held_ticks": 0, "tail_ticks": 0, "plans": 0, "plan_overruns": 0, "tick_thread_priority": out["sched"],
+            "spin_ms": v["spin_ms"], "link_corrupt": 0, "command": "benchmarks/control_loop.py (bare wait loop)"}
+
+
 def table(rows: list[dict]) -> str:
     head = (f"{'rate':>5} {'setting':<8} {'ticks':>6} {'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'missed':>7} "
             f"{'plan p50':>9} {'plan p99':>9} {'plan max':>9} {'dropped':>8} {'held':>5} {'tail':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         j, p = r["jitter_ms"], r["plan_latency_ms"]
+        def f(x, d=1):
+            return "-" if x is None else f"{x:.{d}f}"
         lines.append(f"{r['rate_hz']:>5g} {r['variant']:<8} {r['ticks']:>6} {j['p50']:>8.3f} {j['p99']:>8.3f} "
-                     f"{j['max']:>8.2f} {r['missed_deadlines']:>7} {p['p50']:>9.1f} {p['p99']:>9.1f} {p['max']:>9.1f} "
+                     f"{j['max']:>8.2f} {r['missed_deadlines']:>7} {f(p['p50']):>9} {f(p['p99']):>9} {f(p['max']):>9} "
                      f"{r['dropped_actions']:>8} {r['held_ticks']:>5} {r['tail_ticks']:>5}")
     lines.append("(times in ms; jitter = |tick start - deadline|; missed = later than 20% of the period)")
     return "\n".join(lines)
@@ -100,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--package", type=Path, default=None)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per run")
     p.add_argument("--rates", default="100,10", help="control rates in Hz, comma separated")
-    p.add_argument("--variants", default="default,no-rt,no-spin", help=f"of: {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="bare,default,no-rt,no-spin",
+                   help=f"of: bare (the wait loop alone: the machine's floor), {', '.join(VARIANTS)}")
     p.add_argument("--precision", default="int8", choices=("int8", "fp32"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -110,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     for rate in [float(r) for r in args.rates.split(",")]:
         for variant in args.variants.split(","):
             print(f"{rate:g} Hz, {variant}: {args.duration:g} s ...", flush=True)
-            rows.append(run_once(package, rate, args.duration, variant, args.precision, args.threads))
+            if variant == "bare":
+                rows.append(run_bare(rate, args.duration))
+            else:
+                rows.append(run_once(package, rate, args.duration, variant, args.precision, args.threads))
     print(table(rows))
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[:3]
