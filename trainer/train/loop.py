@@ -65,6 +65,9 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    if device.type == "cuda":  # TF32 matmuls/convs: ~2x on Ampere+ at no measurable cost for this model
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     dataset = dataset or load_dataset(cfg.data)
     objective = build_objective(cfg)
 
