@@ -78,6 +78,7 @@ class FileEntry:
     precision: str  # fp32 | int8
     role: str = "generator"  # generator (rs_imle) | encoder | denoiser (baselines)
     quant_format: str | None = None  # how an int8 file was made, e.g. "qdq-u8s8-per-channel"
+    layout: str | None = None  # how the U-Net's convolutions appear in the graph (informational)
 
 
 @dataclass

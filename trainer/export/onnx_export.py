@@ -23,6 +23,9 @@ class GraphSpec:
     input_names: list[str]
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]]
+    # declared output shapes (int = fixed, str = dynamic): the exporter's shape inference can leave
+    # a fixed axis symbolic (e.g. after slicing), which the runtime's signature check would refuse
+    output_shapes: dict[str, list[int | str]] | None = None
 
 
 def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, spec: GraphSpec) -> Path:
@@ -32,7 +35,26 @@ def export_graph(module: nn.Module, example: tuple[torch.Tensor, ...], path: Pat
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         torch.onnx.export(module, example, str(path), input_names=spec.input_names, output_names=spec.output_names,
                           dynamic_axes=spec.dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    if spec.output_shapes:
+        _declare_output_shapes(Path(path), spec.output_shapes)
     return Path(path)
+
+
+def _declare_output_shapes(path: Path, shapes: dict[str, list[int | str]]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for out in model.graph.output:
+        if out.name in shapes:
+            dims = out.type.tensor_type.shape.dim
+            del dims[:]
+            for d in shapes[out.name]:
+                dim = dims.add()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                else:
+                    dim.dim_param = d
+    onnx.save(model, str(path))
 
 
 def check_counts(path: Path, feeds_at: Callable[[int], dict[str, np.ndarray]],
@@ -56,9 +78,9 @@ def check_counts(path: Path, feeds_at: Callable[[int], dict[str, np.ndarray]],
         except Exception as exc:  # onnxruntime raises its own exception types
             msg = str(exc).splitlines()[0][:200]
             raise ExportError(f"{path.name} fails with {n} candidates ({msg}): the candidate count is not dynamic") from None
-        want_n = max(v.shape[0] for k, v in feeds.items() if k in ("z", "sample"))
-        if got.shape[0] != want_n:
-            raise ExportError(f"{path.name} returned {got.shape[0]} rows for {want_n} candidates")
+        want = next(v.shape for k, v in feeds.items() if k in ("z", "sample"))
+        if got.shape != want:
+            raise ExportError(f"{path.name} returned shape {got.shape} for candidates of shape {want}")
         if reference_at is not None:
             ref = reference_at(feeds)
             errors[n] = float(np.max(np.abs(got.astype(np.float64) - ref)))

@@ -49,9 +49,10 @@ def staging_dir(out_dir: Path) -> Path:
     return tmp
 
 
-def file_entry(stage: Path, name: str, precision: str, role: str, quant_format: str | None = None) -> FileEntry:
+def file_entry(stage: Path, name: str, precision: str, role: str, quant_format: str | None = None,
+               layout: str | None = None) -> FileEntry:
     return FileEntry(name=name, sha256=sha256_file(stage / name), precision=precision, role=role,
-                     quant_format=quant_format)
+                     quant_format=quant_format, layout=layout)
 
 
 def finish(stage: Path, out_dir: Path, manifest: Manifest) -> Path:
