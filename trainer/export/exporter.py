@@ -19,7 +19,8 @@ from runtime.onnx_session import make_session
 from runtime.package import (ActionSpec, ControlSpec, ErrorStats, Horizons, Manifest, MinMaxStats, Normalization,
                              ObsSpec, Parity, SamplerSpec, Training)
 from trainer.export import tasks
-from trainer.export.graphs import DenoiserGraph, EncoderGraph, GeneratorGraph, conv1d_as_matmul
+from trainer.export.graphs import DenoiserGraph, EncoderGraph, GeneratorGraph
+from trainer.export.rewrites import for_onnxruntime
 from trainer.export.observations import Calibration, ObservationSet, from_checkpoint_data, random_calibration
 from trainer.export.onnx_export import ExportError, GraphSpec, check_counts, export_graph
 from trainer.export.parity import error_stats
@@ -44,8 +45,9 @@ class ExportOptions:
     n_parity: int = 32  # held-out observations for the parity report
     parity_candidates: int = 8  # candidates per parity observation
     quant: QuantConfig = field(default_factory=QuantConfig)
-    # fp32 U-Net convolutions as batched MatMuls ("matmul", faster in onnxruntime) or plain Conv ("conv")
-    fp32_layout: str = "matmul"
+    # rewrite the graphs for onnxruntime (trainer/export/rewrites.py; same function, 2-3x faster),
+    # or export the network's modules as they are (for comparison)
+    rewrite: bool = True
     use_ema: bool = True
     seed: int = 0
     progress: bool = True
@@ -80,23 +82,25 @@ def _bar(it, desc: str, progress: bool, total: int | None = None):
     return tqdm(it, desc=desc, total=total, disable=not progress, leave=False, dynamic_ncols=True)
 
 
-def _layout_net(net: PolicyNetwork, layout: str) -> PolicyNetwork:
-    if layout not in ("matmul", "conv"):
-        raise ExportError(f"unknown fp32 layout {layout!r} (matmul or conv)")
-    return conv1d_as_matmul(net) if layout == "matmul" else net
+def _fp32_net(net: PolicyNetwork, opt: ExportOptions) -> PolicyNetwork:
+    return for_onnxruntime(net, convs_as_matmul=True) if opt.rewrite else net
 
 
-LAYOUTS = {"matmul": "unet-conv1d-as-matmul", "conv": "conv"}
+def _layout(opt: ExportOptions, precision: str) -> str:
+    if not opt.rewrite:
+        return "plain"
+    return "ort-rewrites, conv1d-as-matmul" if precision == "fp32" else "ort-rewrites, qlinearconv"
 
 
-def _quantize_from_conv_form(graph: torch.nn.Module, example: tuple, gspec: GraphSpec, stage: Path, fp32_name: str,
-                             out_name: str, feeds: list, opt: ExportOptions) -> None:
-    """int8 from the plain-Conv form of the graph (QLinearConv is onnxruntime's fastest int8 path)."""
-    if opt.fp32_layout == "conv":
+def _quantize_from_conv_form(wrap, net: PolicyNetwork, example: tuple, gspec: GraphSpec, stage: Path,
+                             fp32_name: str, out_name: str, feeds: list, opt: ExportOptions) -> None:
+    """int8 from the graph with the U-Net's Conv1d kept as Conv: QLinearConv is onnxruntime's
+    fastest int8 path (a quantised MatMul was slower)."""
+    if not opt.rewrite:
         quantize_int8(stage / fp32_name, stage / out_name, feeds, opt.quant)
         return
     with tempfile.TemporaryDirectory(prefix="imle-export-") as tmp:
-        conv = export_graph(graph, example, Path(tmp) / "conv.onnx", gspec)
+        conv = export_graph(wrap(for_onnxruntime(net, convs_as_matmul=False)), example, Path(tmp) / "conv.onnx", gspec)
         quantize_int8(conv, stage / out_name, feeds, opt.quant)
 
 
@@ -110,7 +114,7 @@ def _export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: 
     obs_names = ["obs_state"] + (["obs_image"] if spec.image_shape is not None else [])
     gspec = GraphSpec(obs_names + ["z"], ["actions"], {"z": {0: "N"}, "actions": {0: "N"}}, {"actions": ["N", tp, a]})
     example = (*_torch(_obs_feeds(calib.parity, 0)), torch.randn(3, tp, a))
-    export_graph(GeneratorGraph(_layout_net(net, opt.fp32_layout)), example, stage / "generator.onnx", gspec)
+    export_graph(GeneratorGraph(_fp32_net(net, opt)), example, stage / "generator.onnx", gspec)
 
     def feeds_at(n: int, k: int = 0, obs: ObservationSet = calib.parity) -> dict[str, np.ndarray]:
         return {**_obs_feeds(obs, k), "z": rng.standard_normal((n, tp, a), dtype=np.float32)}
@@ -130,15 +134,17 @@ def _export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: 
     parity = Parity(source=calib.parity.source, observations=len(parity_feeds), candidates=opt.parity_candidates,
                     tolerance_frac_of_range=opt.parity_tolerance, fp32_vs_torch=error_stats(out32, ref, low, high))
     _check_fp32(parity.fp32_vs_torch, opt.parity_tolerance)
-    files = [file_entry(stage, "generator.onnx", "fp32", "generator", layout=LAYOUTS[opt.fp32_layout])]
+    files = [file_entry(stage, "generator.onnx", "fp32", "generator", layout=_layout(opt, "fp32"))]
     if opt.quantize == "int8":
         calib_feeds = [feeds_at(32, k, calib.calibrate) for k in range(len(calib.calibrate))]
-        _quantize_from_conv_form(graph, example, gspec, stage, "generator.onnx", "generator.int8.onnx", calib_feeds, opt)
+        _quantize_from_conv_form(GeneratorGraph, net, example, gspec, stage, "generator.onnx", "generator.int8.onnx",
+                                 calib_feeds, opt)
         check_counts(stage / "generator.int8.onnx", feeds_at, None)
         int8 = make_session(stage / "generator.int8.onnx", threads=1)
         out8 = np.stack([int8.run(["actions"], f)[0] for f in _bar(parity_feeds, "parity int8", opt.progress)])
         parity.int8_vs_fp32 = error_stats(out8, out32, low, high)
-        files.append(file_entry(stage, "generator.int8.onnx", "int8", "generator", opt.quant.label, layout="conv"))
+        files.append(file_entry(stage, "generator.int8.onnx", "int8", "generator", opt.quant.label,
+                                layout=_layout(opt, "int8")))
     return files, parity
 
 
@@ -153,14 +159,15 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
     enc, den = EncoderGraph(net).eval(), DenoiserGraph(net).eval()
     obs_names = ["obs_state"] + (["obs_image"] if spec.image_shape is not None else [])
     example = _obs_feeds(calib.parity, 0)
-    export_graph(enc, tuple(_torch(example)), stage / "encoder.onnx", GraphSpec(obs_names, ["cond"], {}))
+    export_graph(EncoderGraph(_fp32_net(net, opt)), tuple(_torch(example)), stage / "encoder.onnx",
+                 GraphSpec(obs_names, ["cond"], {}))
     with torch.no_grad():
         cond0 = enc(*_torch(example))
     cond_dim = int(cond0.shape[1])
     den_example = (cond0, torch.randn(3, tp, a), torch.tensor([5.0]))
     den_spec = GraphSpec(["cond", "sample", "timestep"], ["output"], {"sample": {0: "N"}, "output": {0: "N"}},
                          {"output": ["N", tp, a]})
-    export_graph(DenoiserGraph(_layout_net(net, opt.fp32_layout)), den_example, stage / "denoiser.onnx", den_spec)
+    export_graph(DenoiserGraph(_fp32_net(net, opt)), den_example, stage / "denoiser.onnx", den_spec)
     t_max = float(sampler.train_steps - 1) if sampler.kind in ("ddpm", "ddim") else 1.0
 
     def den_feeds(n: int) -> dict[str, np.ndarray]:
@@ -210,23 +217,25 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
                     fp32_vs_torch=error_stats(out32, ref, low, high))
     _check_fp32(parity.fp32_vs_torch, opt.parity_tolerance)
     files = [file_entry(stage, "encoder.onnx", "fp32", "encoder"),
-             file_entry(stage, "denoiser.onnx", "fp32", "denoiser", layout=LAYOUTS[opt.fp32_layout])]
+             file_entry(stage, "denoiser.onnx", "fp32", "denoiser", layout=_layout(opt, "fp32"))]
     if opt.quantize == "int8":
         enc_calib = [_obs_feeds(calib.calibrate, k) for k in range(len(calib.calibrate))]
-        quantize_int8(stage / "encoder.onnx", stage / "encoder.int8.onnx", enc_calib, opt.quant)
+        quantize_int8(stage / "encoder.onnx", stage / "encoder.int8.onnx", enc_calib, opt.quant)  # no Conv1d in it
         den_calib = []
         for f in enc_calib:  # samples along the sampler's path: noise at t_max down to data-like values at 0
             t = float(rng.uniform(0, t_max))
             noise_level = t / t_max if t_max else 1.0
             x = rng.standard_normal((32, tp, a)).astype(np.float32) * max(noise_level, 0.3)
             den_calib.append({"cond": enc32.run(["cond"], f)[0], "sample": x, "timestep": np.array([t], np.float32)})
-        _quantize_from_conv_form(den, den_example, den_spec, stage, "denoiser.onnx", "denoiser.int8.onnx", den_calib, opt)
+        _quantize_from_conv_form(DenoiserGraph, net, den_example, den_spec, stage, "denoiser.onnx", "denoiser.int8.onnx",
+                                 den_calib, opt)
         check_counts(stage / "denoiser.int8.onnx", den_feeds, None)
         enc8, den8 = make_session(stage / "encoder.int8.onnx"), make_session(stage / "denoiser.int8.onnx")
         out8 = np.stack([ort_plan(enc8, den8, f, x, s) for f, x, s in _bar(cases, "parity int8", opt.progress)])
         parity.int8_vs_fp32 = error_stats(out8, out32, low, high)
         files += [file_entry(stage, "encoder.int8.onnx", "int8", "encoder", opt.quant.label),
-                  file_entry(stage, "denoiser.int8.onnx", "int8", "denoiser", opt.quant.label, layout="conv")]
+                  file_entry(stage, "denoiser.int8.onnx", "int8", "denoiser", opt.quant.label,
+                             layout=_layout(opt, "int8"))]
     return files, parity, cond_dim
 
 

@@ -17,7 +17,11 @@ def checkpoint_state(net: PolicyNetwork, state_stats: MinMax, action_stats: MinM
                       state_dims=tuple(state_dims if state_dims is not None else range(spec.state_dim)),
                       use_image=spec.image_shape is not None, obs_horizon=spec.obs_horizon,
                       pred_horizon=spec.pred_horizon, action_horizon=action_horizon)
-    config = TrainConfig(task=task, method=method, data=data, angle_dims=tuple(spec.angle_dims), steps=step).to_dict()
+    from trainer.models.unet1d import PRESETS
+
+    preset = next((k for k, v in PRESETS.items() if tuple(v.down_dims) == tuple(spec.unet.down_dims)), "custom")
+    config = TrainConfig(task=task, method=method, data=data, angle_dims=tuple(spec.angle_dims), steps=step,
+                         net_preset=preset).to_dict()
     return {"config": config, "spec": spec.to_dict(), "method": method, "state_stats": state_stats.to_dict(),
             "action_stats": action_stats.to_dict(), "episodes": list(episodes or []), "step": step,
             "model": net.state_dict(), "ema": None}

@@ -66,9 +66,11 @@ def finish(stage: Path, out_dir: Path, manifest: Manifest) -> Path:
     return out_dir
 
 
-def derive_package(src: Path, out_dir: Path, sampler: SamplerSpec, name: str | None = None) -> Path:
+def derive_package(src: Path, out_dir: Path, sampler: SamplerSpec, name: str | None = None,
+                   method: str | None = None) -> Path:
     """A baseline package that shares ``src``'s graphs (hard links) with another sampler (e.g. DDIM-10
-    from a DDPM package): the graphs are the same network, only the numpy sampler differs."""
+    from a DDPM package): the graphs are the same network, only the numpy sampler differs.
+    ``method`` relabels it (benchmarks time flow matching's Euler sampler on the same backbone)."""
     from runtime.package import load_package
 
     pkg = load_package(src)
@@ -78,5 +80,5 @@ def derive_package(src: Path, out_dir: Path, sampler: SamplerSpec, name: str | N
             os.link(pkg.path(e), stage / e.name)
         except OSError:  # another file system: copy
             shutil.copy2(pkg.path(e), stage / e.name)
-    m = replace(pkg.manifest, sampler=sampler, name=name or Path(out_dir).name)
+    m = replace(pkg.manifest, sampler=sampler, name=name or Path(out_dir).name, method=method or pkg.manifest.method)
     return finish(stage, Path(out_dir), m)

@@ -1,0 +1,360 @@
+"""Inference benchmark: plan latency of the robot's runtime (runtime.Policy) for IMLE and the baselines.
+
+Measures, in one run, for the ``small`` (64/128/256) and ``paper`` (256/512/1024) U-Nets, state and
+image (ResNet-18-GN, 96x96) policies, on 1 and 2 threads:
+  - IMLE through runtime.Policy: fp32 and int8, N = 1 and 32 candidates;
+  - the same network in torch eager (same thread count);
+  - DDPM-100, DDIM-10 and flow-matching Euler-1 on the same backbone, through the same runtime;
+  - peak RSS of a runtime process (loads a package and plans; torch is never imported there);
+and checks the targets: IMLE-32 >= 50x faster than DDPM-100; runtime >= 2x faster than torch eager;
+int8 faster than fp32 for the paper generator with action error < 1% of the action range.
+
+Networks are randomly initialised (timing does not depend on the weights); int8 error comes from a
+trained checkpoint when given (--checkpoint, --parity-from), else from the random network's export.
+
+    .venv/bin/python benchmarks/inference.py                 # full run (~15 min on 2 cores)
+    .venv/bin/python benchmarks/inference.py --quick         # small-state and paper-state, 2 threads
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from runtime import Policy, load_package  # noqa: E402
+from runtime.package import SamplerSpec  # noqa: E402
+from trainer.data import MinMax  # noqa: E402
+from trainer.export import checkpoint_state, derive_package, export_package  # noqa: E402
+from trainer.models import PRESETS, NetworkSpec, UNetConfig, build_network  # noqa: E402
+
+NETS = {"small-state": ("small", False), "small-image": ("small", True),
+        "paper-state": ("paper", False), "paper-image": ("paper", True)}
+# Push-T's ranges (pixels of the 512x512 workspace; block angle in radians)
+STATE_STATS = MinMax(min=[13.5, 32.5, 57.4, 108.5, 0.0], max=[496.1, 510.9, 439.1, 460.2, 6.28])
+IMAGE_STATE_STATS = MinMax(min=[13.5, 32.5], max=[496.1, 510.9])
+ACTION_STATS = MinMax(min=[12.0, 25.0], max=[511.0, 511.0])
+TARGET_DDPM_RATIO, TARGET_TORCH_RATIO, TARGET_INT8_ERROR = 50.0, 2.0, 0.01
+
+
+@dataclass
+class Row:
+    net: str
+    method: str  # imle | ddpm-100 | ddim-10 | fm-1
+    engine: str  # onnxruntime | torch
+    precision: str
+    candidates: int
+    threads: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    repeats: int
+    estimated: bool = False  # derived, not timed (see note)
+    note: str = ""
+
+
+def _timestep_dim() -> int:
+    try:
+        from trainer.objectives.diffusion import DiffusionConfig
+
+        return DiffusionConfig().timestep_embed_dim
+    except ImportError:  # baselines not in this checkout: Diffusion Policy's default
+        return 128
+
+
+def build_net(name: str, method: str, seed: int = 0):
+    preset, image = NETS[name]
+    torch.manual_seed(seed)
+    unet = UNetConfig(**{**PRESETS[preset].__dict__, "timestep_embed_dim": 0 if method == "rs_imle" else _timestep_dim()})
+    spec = NetworkSpec(state_dim=2 if image else 5, action_dim=2, angle_dims=() if image else (4,),
+                       image_shape=(3, 96, 96) if image else None, unet=unet)
+    stats = IMAGE_STATE_STATS if image else STATE_STATS
+    return build_network(spec, stats, ACTION_STATS).eval(), stats
+
+
+def export_all(name: str, work: Path) -> dict[str, Path]:
+    """IMLE (fp32 + int8) and baseline packages (DDPM-100, DDIM-10, FM-1 share one denoiser graph)."""
+    task = "pusht-image" if NETS[name][1] else "pusht-state"
+    fast = dict(calibration="random", n_calibrate=8, n_parity=4, parity_candidates=4, progress=False)
+    pk: dict[str, Path] = {}
+    net, stats = build_net(name, "rs_imle")
+    pk["imle"] = export_package(checkpoint_state(net, stats, ACTION_STATS, task=task), work / f"{name}-imle",
+                                quantize="int8", **fast)
+    bnet, stats = build_net(name, "diffusion", seed=1)
+    pk["ddim-10"] = export_package(checkpoint_state(bnet, stats, ACTION_STATS, method="diffusion", task=task),
+                                   work / f"{name}-ddim10", sampler=SamplerSpec("ddim", 10), **fast)
+    pk["ddpm-100"] = derive_package(pk["ddim-10"], work / f"{name}-ddpm100", SamplerSpec("ddpm", 100))
+    # timing depends on the architecture only: flow matching's velocity net is the same U-Net
+    pk["fm-1"] = derive_package(pk["ddim-10"], work / f"{name}-fm1", SamplerSpec("euler", 1, prediction="velocity"),
+                                method="flow_matching")
+    return pk
+
+
+def observations(name: str, k: int, seed: int = 0):
+    """k observation histories in the data range: (state [To, Ds], image [To, 3, 96, 96] uint8 | None)."""
+    rng = np.random.default_rng(seed)
+    image = NETS[name][1]
+    stats = IMAGE_STATE_STATS if image else STATE_STATS
+    lo, hi = np.array(stats.min, np.float32), np.array(stats.max, np.float32)
+    out = []
+    for _ in range(k):
+        s = (lo + (hi - lo) * rng.random((2, len(lo)))).astype(np.float32)
+        img = rng.integers(0, 256, (2, 3, 96, 96), dtype=np.uint8) if image else None
+        out.append((s, img))
+    return out
+
+
+def _stats(samples: list[float]) -> tuple[float, float, float]:
+    a = np.asarray(samples) * 1e3
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.mean())
+
+
+def time_runtime(pkg: Path, precision: str, n: int, threads: int, obs, warmup: int, repeats: int) -> list[float]:
+    pol = Policy(pkg, precision=precision, candidates=n, threads=threads, seed=0)
+    out = []
+    for i in range(warmup + repeats):
+        s, img = obs[i % len(obs)]
+        pol.plan(s, img)
+        if i >= warmup:
+            out.append(pol.last_plan_info["latency_s"])
+    return out
+
+
+def time_torch(net, n: int, threads: int, obs, warmup: int, repeats: int) -> list[float]:
+    """The same network in torch eager: encode once, generate N candidates, un-normalise."""
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    tp, a = net.spec.pred_horizon, net.spec.action_dim
+    out = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            s, img = obs[i % len(obs)]
+            t0 = time.perf_counter()
+            z = torch.randn(n, tp, a, generator=gen)
+            cond = net.encode(torch.from_numpy(s)[None], None if img is None else torch.from_numpy(img)[None])
+            net.unnormalize_action(net(z, cond)).numpy()
+            if i >= warmup:
+                out.append(time.perf_counter() - t0)
+    return out
+
+
+MEMORY_PROBE = r"""
+import resource, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from runtime import Policy
+p = Policy(sys.argv[2], precision=sys.argv[3], candidates=int(sys.argv[4]), threads=1)
+img = None if p.manifest.obs.image_shape is None else np.zeros((p.obs_horizon, *p.manifest.obs.image_shape), np.uint8)
+for _ in range(3):
+    p.plan(np.zeros((p.obs_horizon, p.state_dim), np.float32), img)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "torch" in sys.modules)
+"""
+
+
+def peak_rss_mb(pkg: Path, precision: str, n: int) -> float:
+    r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(ROOT), str(pkg), precision, str(n)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {r.stderr.strip().splitlines()[-1]}")
+    kb, torch_loaded = r.stdout.split()
+    assert torch_loaded == "False", "the runtime process imported torch"
+    return int(kb) / 1024.0
+
+
+def int8_error_from(path: Path) -> dict:
+    m = load_package(path).manifest
+    p = m.parity
+    if p.int8_vs_fp32 is None:
+        raise SystemExit(f"{path} has no int8 parity (export it with --quantize int8)")
+    unet = m.training.config.get("net_preset", "?") if m.training.config else "?"
+    return {"package": str(path), "preset": unet, "trained_steps": m.training.steps, "source": p.source,
+            "observations": p.observations, "candidates": p.candidates,
+            "max_frac": p.int8_vs_fp32.max_frac_of_range, "mean_frac": p.int8_vs_fp32.mean_frac_of_range}
+
+
+# ---------------------------------------------------------------------------- the run
+def run(args) -> dict:
+    nets = args.nets or (["small-state", "paper-state"] if args.quick else list(NETS))
+    threads = args.threads or ([2] if args.quick else [1, 2])
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="imle-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    rows: list[Row] = []
+    memory, parity = [], []
+    export_s: dict[str, float] = {}
+    for name in nets:
+        t0 = time.time()
+        print(f"[{name}] exporting packages ...", flush=True)
+        pk = export_all(name, work)
+        export_s[name] = time.time() - t0
+        parity.append({"net": name, "weights": "random", **int8_error_from(pk["imle"])})
+        net, _ = build_net(name, "rs_imle")  # the same weights as the exported IMLE package
+        paper = name.startswith("paper")
+        obs = observations(name, 8)
+        R = args.repeats
+        jobs = []
+        for th in threads:
+            for n in (1, 32):
+                reps = R * 3 if n == 1 else R  # N = 1 is cheap: more samples for a steadier p99
+                for prec in ("fp32", "int8"):
+                    jobs.append(("imle", "onnxruntime", prec, n, th, reps, 2))
+                jobs.append(("imle", "torch", "fp32", n, th, reps, 2))
+            jobs += [("ddpm-100", "onnxruntime", "fp32", 1, th, args.slow_repeats, 1),
+                     ("ddim-10", "onnxruntime", "fp32", 1, th, R, 1),
+                     ("fm-1", "onnxruntime", "fp32", 1, th, R * 3, 2),
+                     ("fm-1", "onnxruntime", "fp32", 32, th, R, 2)]
+            if not args.quick:  # 100 network calls on 32 candidates: slow, especially for the paper net
+                jobs.append(("ddpm-100", "onnxruntime", "fp32", 32, th, 1 if paper else args.slow_repeats, 0))
+        for method, engine, prec, n, th, reps, warm in tqdm(jobs, desc=f"{name} timing", dynamic_ncols=True):
+            if engine == "torch":
+                samples = time_torch(net, n, th, obs, warm, reps)
+            else:
+                samples = time_runtime(pk[method], prec, n, th, obs, warm, reps)
+            rows.append(Row(name, method, engine, prec, n, th, *_stats(samples), reps))
+        if args.quick:  # DDPM-100 at 32 candidates = 100 calls of the step that FM-1 times once
+            for th in threads:
+                fm = _find(rows, name, "fm-1", "onnxruntime", "fp32", 32, th)
+                rows.append(Row(name, "ddpm-100", "onnxruntime", "fp32", 32, th, fm.p50_ms * 100, fm.p99_ms * 100,
+                                fm.mean_ms * 100, 0, estimated=True, note="100 x FM-1 (one denoiser call) at N=32"))
+        for prec in ("fp32", "int8"):
+            memory.append({"net": name, "package": "imle", "precision": prec, "candidates": 32,
+                           "peak_rss_mb": peak_rss_mb(pk["imle"], prec, 32)})
+        memory.append({"net": name, "package": "ddpm-100", "precision": "fp32", "candidates": 1,
+                       "peak_rss_mb": peak_rss_mb(pk["ddim-10"], "fp32", 1)})
+    for ck in args.checkpoint or []:
+        print(f"exporting {ck} for int8 parity ...", flush=True)
+        out = export_package(ck, work / f"ckpt-{len(parity)}", quantize="int8", progress=False)
+        parity.append({"net": "trained checkpoint", "weights": str(ck), **int8_error_from(out)})
+    for pkg in args.parity_from or []:
+        parity.append({"net": "trained package", "weights": str(pkg), **int8_error_from(Path(pkg))})
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__,
+                    "loadavg_start": load0, "loadavg_end": os.getloadavg()},
+        "export_s": export_s, "rows": [asdict(r) for r in rows], "memory": memory, "parity": parity,
+    }
+    result["targets"] = targets(rows, parity, nets, threads)
+    return result
+
+
+def _find(rows: list[Row], net, method, engine, prec, n, th) -> Row | None:
+    return next((r for r in rows if (r.net, r.method, r.engine, r.precision, r.candidates, r.threads)
+                 == (net, method, engine, prec, n, th)), None)
+
+
+def targets(rows: list[Row], parity: list[dict], nets: list[str], threads: list[int]) -> list[dict]:
+    out = []
+
+    def add(target: str, net: str, th: int, what: str, value: float, need: float, unit: str = "x", less: bool = False):
+        ok = value <= need if less else value >= need
+        out.append({"target": target, "net": net, "threads": th, "comparison": what, "value": value,
+                    "threshold": need, "unit": unit, "pass": bool(ok)})
+
+    for net in nets:
+        for th in threads:
+            f = lambda *k: _find(rows, net, *k, th)  # noqa: E731
+            imle32, imle32_8 = f("imle", "onnxruntime", "fp32", 32), f("imle", "onnxruntime", "int8", 32)
+            d32, d1 = f("ddpm-100", "onnxruntime", "fp32", 32), f("ddpm-100", "onnxruntime", "fp32", 1)
+            est = " (est.)" if d32 and d32.estimated else ""
+            add("IMLE-32 >= 50x faster than DDPM-100", net, th, f"fp32, both 32 candidates{est}",
+                d32.p50_ms / imle32.p50_ms, TARGET_DDPM_RATIO)
+            add("IMLE-32 >= 50x faster than DDPM-100", net, th, "fp32, DDPM-100 with 1 sample",
+                d1.p50_ms / imle32.p50_ms, TARGET_DDPM_RATIO)
+            add("IMLE-32 >= 50x faster than DDPM-100", net, th, "IMLE int8 vs DDPM-100 fp32 with 1 sample",
+                d1.p50_ms / imle32_8.p50_ms, TARGET_DDPM_RATIO)
+            for n in (1, 32):
+                t = f("imle", "torch", "fp32", n)
+                for prec in ("fp32", "int8"):
+                    add("runtime >= 2x faster than torch eager", net, th, f"{prec}, N={n}",
+                        t.p50_ms / f("imle", "onnxruntime", prec, n).p50_ms, TARGET_TORCH_RATIO)
+            if net.startswith("paper"):
+                for n in (1, 32):
+                    add("int8 faster than fp32 (paper)", net, th, f"N={n}",
+                        f("imle", "onnxruntime", "fp32", n).p50_ms / f("imle", "onnxruntime", "int8", n).p50_ms, 1.0)
+    for p in parity:
+        if p["net"].startswith("paper") or p["weights"] != "random":
+            label = p["net"] if p["weights"] == "random" else f"{p['preset']} net, {p['trained_steps']} steps"
+            add("int8 action error < 1% of range", label, 0, f"mean over {p['observations']} obs x {p['candidates']} cand."
+                + (" (random weights)" if p["weights"] == "random" else " (trained)"), p["mean_frac"], TARGET_INT8_ERROR,
+                unit="of range", less=True)
+            add("int8 action error < 1% of range", label, 0, "max" + (" (random weights)" if p["weights"] == "random"
+                else " (trained)"), p["max_frac"], TARGET_INT8_ERROR, unit="of range", less=True)
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------------------- output
+def markdown(result: dict) -> str:
+    lines = ["| net | method | engine | precision | N | threads | p50 ms | p99 ms |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        est = " (est.)" if r["estimated"] else ""
+        lines.append(f"| {r['net']} | {r['method']}{est} | {r['engine']} | {r['precision']} | {r['candidates']} | "
+                     f"{r['threads']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+    lines += ["", "| target | net | threads | comparison | value | result |", "|---|---|---:|---|---:|---|"]
+    for t in result["targets"]:
+        v = f"{t['value']:.2%}" if t["unit"] == "of range" else f"{t['value']:.1f}x"
+        th = t["threads"] or "-"
+        lines.append(f"| {t['target']} | {t['net']} | {th} | {t['comparison']} | {v} | {'PASS' if t['pass'] else 'FAIL'} |")
+    lines += ["", "| net | package | precision | N | peak RSS MB |", "|---|---|---|---:|---:|"]
+    for m in result["memory"]:
+        lines.append(f"| {m['net']} | {m['package']} | {m['precision']} | {m['candidates']} | {m['peak_rss_mb']:.0f} |")
+    lines += ["", "| int8 parity | weights | obs x cand. | mean error | max error |", "|---|---|---|---:|---:|"]
+    for p in result["parity"]:
+        lines.append(f"| {p['net']} ({p['preset']}) | {p['weights']} | {p['observations']} x {p['candidates']} | "
+                     f"{p['mean_frac']:.2%} | {p['max_frac']:.2%} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small-state and paper-state, 2 threads, DDPM-100@32 estimated")
+    p.add_argument("--nets", nargs="+", choices=list(NETS), default=None)
+    p.add_argument("--threads", nargs="+", type=int, default=None, help="thread counts (default 1 2)")
+    p.add_argument("--repeats", type=int, default=10, help="timed plans per configuration (N=1: 3x as many)")
+    p.add_argument("--slow-repeats", type=int, default=2, help="timed plans of DDPM-100")
+    p.add_argument("--checkpoint", nargs="+", default=None, help="trained rs_imle checkpoint(s): int8 parity")
+    p.add_argument("--parity-from", nargs="+", default=None, help="exported package(s) whose int8 parity to report")
+    p.add_argument("--work-dir", default=None, help="where packages are written (default: a temporary directory)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.slow_repeats < 1:
+        p.error("--repeats and --slow-repeats must be positive")
+    t0 = time.time()
+    result = run(args)
+    result["wall_s"] = time.time() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\n{len(result['rows'])} timings in {result['wall_s']:.0f} s; load average {result['machine']['loadavg_start']} "
+          f"-> {result['machine']['loadavg_end']}; JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
