@@ -52,6 +52,16 @@ def test_history_pads_with_the_first_observation_then_slides():
 
 
 # ---------------------------------------------------------------------------------------- env
+def test_missing_gym_pusht_names_the_extra(monkeypatch):
+    import sys
+
+    from trainer.evaluate.env import SimUnavailable, require_gym_pusht
+
+    monkeypatch.setitem(sys.modules, "gym_pusht", None)  # makes `import gym_pusht` raise ImportError
+    with pytest.raises(SimUnavailable, match=r"\.\[sim\]"):
+        require_gym_pusht()
+
+
 gym_pusht = pytest.importorskip("gym_pusht", reason="gym-pusht not installed: pip install -e '.[sim]'")
 
 

@@ -1,7 +1,7 @@
 """The dataset and the simulator agree: demonstrations replayed open loop in gym-pusht track their states.
 
 Measured here over all 206 demos (full length, state set by trainer.evaluate.env.reset_to_state):
-agent error <= 2e-5 px, block position error <= 0.23 px, block angle error <= 0.003 rad; 201 of
+agent error <= 2e-5 px, block position error <= 0.23 px, block angle error <= 0.003 rad; 205 of
 206 demos reproduce to below 0.01 px. The tolerances below are ~10x those worst cases (the
 replay is chaotic: contact events amplify round-off, so a different pymunk build may drift a
 little), and one demo in eight may exceed them. With gym-pusht's own ``reset_to_state`` (block
