@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,7 @@ from runtime.package import (ActionSpec, ControlSpec, ErrorStats, Horizons, Mani
                              ObsSpec, Parity, SamplerSpec, Training)
 from trainer.export import tasks
 from trainer.export.graphs import DenoiserGraph, EncoderGraph, GeneratorGraph
-from trainer.export.rewrites import for_onnxruntime
+from trainer.export.rewrites import decoder_tail, for_onnxruntime
 from trainer.export.observations import Calibration, ObservationSet, from_checkpoint_data, random_calibration
 from trainer.export.onnx_export import ExportError, GraphSpec, check_counts, export_graph
 from trainer.export.parity import error_stats
@@ -99,9 +99,13 @@ def _quantize_from_conv_form(wrap, net: PolicyNetwork, example: tuple, gspec: Gr
     if not opt.rewrite:
         quantize_int8(stage / fp32_name, stage / out_name, feeds, opt.quant)
         return
+    # the decoder tail kept in fp32 is exported as MatMuls (fast fp32), which are not quantised
+    tail = opt.quant.fp32_decoder_tail
+    qcfg = replace(opt.quant, exclude_output_conv=False) if tail else opt.quant  # the output conv is in the tail
     with tempfile.TemporaryDirectory(prefix="imle-export-") as tmp:
-        conv = export_graph(wrap(for_onnxruntime(net, convs_as_matmul=False)), example, Path(tmp) / "conv.onnx", gspec)
-        quantize_int8(conv, stage / out_name, feeds, opt.quant)
+        conv = export_graph(wrap(for_onnxruntime(net, convs_as_matmul=decoder_tail(net) if tail else False)),
+                            example, Path(tmp) / "conv.onnx", gspec)
+        quantize_int8(conv, stage / out_name, feeds, qcfg)
 
 
 # ---------------------------------------------------------------------------- rs_imle

@@ -18,6 +18,7 @@ small U-Net, 32 candidates, 1 thread (see docs/benchmarks.md):
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -146,19 +147,27 @@ class CondResBlockBNFiLM(nn.Module):
 def _replace(net: nn.Module, fn) -> None:
     # reversed pre-order: every module's descendants are rewritten before the module itself is
     # wrapped, so a wrapper (CondResBlockBNFiLM) takes over already rewritten children
-    for module in reversed(list(net.modules())):
+    for prefix, module in reversed(list(net.named_modules())):
         for name, child in list(module.named_children()):
-            new = fn(child)
+            new = fn(child, f"{prefix}.{name}" if prefix else name)
             if new is not None:
                 setattr(module, name, new)
 
 
-def for_onnxruntime(net: PolicyNetwork, convs_as_matmul: bool = True) -> PolicyNetwork:
-    """A copy of ``net`` rewritten for onnxruntime (same function). ``convs_as_matmul=False`` keeps
-    the U-Net's Conv1d as Conv, the form static int8 quantisation turns into QLinearConv."""
-    net = copy.deepcopy(net).eval()
+def decoder_tail(net: PolicyNetwork) -> Callable[[str], bool]:
+    """Module names of the U-Net's last decoder level and output block (most sensitive to int8)."""
+    last_up = f"unet.up.{len(net.unet.up) - 1}."
+    return lambda name: name.startswith(last_up) or name.startswith("unet.final.")
 
-    def rewrite(m: nn.Module):
+
+def for_onnxruntime(net: PolicyNetwork, convs_as_matmul: bool | Callable[[str], bool] = True) -> PolicyNetwork:
+    """A copy of ``net`` rewritten for onnxruntime (same function). ``convs_as_matmul``: which U-Net
+    Conv1d become MatMuls (True: all, for fp32); the others stay Conv, the form static int8
+    quantisation turns into QLinearConv (a predicate on module names picks, e.g. :func:`decoder_tail`)."""
+    net = copy.deepcopy(net).eval()
+    as_matmul = convs_as_matmul if callable(convs_as_matmul) else (lambda name: bool(convs_as_matmul))
+
+    def rewrite(m: nn.Module, name: str):
         if type(m) is CondResBlock1d:
             return CondResBlockBNFiLM(m)
         if type(m) is nn.Mish:
@@ -167,7 +176,7 @@ def for_onnxruntime(net: PolicyNetwork, convs_as_matmul: bool = True) -> PolicyN
             return GroupNormBNAffine(m)
         if type(m) is nn.ConvTranspose1d and ConvTranspose1dAsMatMul.supports(m):
             return ConvTranspose1dAsMatMul(m)
-        if (convs_as_matmul and type(m) is nn.Conv1d and m.groups == 1 and m.dilation[0] == 1
+        if (as_matmul(name) and type(m) is nn.Conv1d and m.groups == 1 and m.dilation[0] == 1
                 and m.padding_mode == "zeros" and isinstance(m.padding[0], int)):
             return Conv1dAsMatMul(m)
         return None
