@@ -96,6 +96,26 @@ class Training:
     steps: int = 0
     config: dict = field(default_factory=dict)
     code_version: str = ""
+    command: str = ""  # the exact training command line, when the checkpoint recorded it
+
+
+@dataclass
+class Evaluation:
+    """Closed-loop score recorded after export (shipped packages), and the regression reference."""
+
+    env: str  # e.g. gym_pusht/PushT-v0
+    episodes: int
+    seed: int  # episode i uses seed + i
+    precision: str
+    candidates: int
+    score: float  # average over episodes of the maximum reward (coverage / 0.95, clipped)
+    success_rate: float
+    score_ci: list[float] = field(default_factory=list)
+    # lock-step reference for the HIL regression test: per-episode max reward of the first
+    # episodes and the first executed actions of episode 0, from the in-process rollout
+    reference_episodes: int = 0
+    reference_max_rewards: list[float] = field(default_factory=list)
+    reference_first_actions: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +134,9 @@ class Parity:
     tolerance_frac_of_range: float = 1e-4  # fp32 ONNX vs torch must be within this
     fp32_vs_torch: ErrorStats | None = None
     int8_vs_fp32: ErrorStats | None = None
+    # baselines: one network step (encoder + denoiser) in normalised units, where the limit applies;
+    # the fields above are end to end through the sampler, which compounds rounding over its steps
+    fp32_step_vs_torch: ErrorStats | None = None
 
 
 @dataclass
@@ -132,6 +155,7 @@ class Manifest:
     parity: Parity = field(default_factory=Parity)
     sampler: SamplerSpec | None = None  # baselines only
     cond_dim: int | None = None  # baselines: width of the encoder's output
+    evaluation: Evaluation | None = None  # shipped packages: recorded by trainer.evaluate.record
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 

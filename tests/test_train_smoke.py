@@ -23,6 +23,7 @@ def test_train_writes_checkpoint_metrics_plot_and_resumes(tiny_buffer, tmp_path,
         assert (out / name).exists(), name
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 4 and state["method"] == "rs_imle"
+    assert state["command"].startswith("imle-train --task pusht-state --data ")  # provenance for the manifest
     assert json.loads((out / "episodes.json").read_text())["episodes"] == list(range(6))
     first = torch.cat([p.flatten() for p in state["model"].values()])
 

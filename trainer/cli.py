@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from trainer.data.replay_buffer import DatasetError, default_pusht_path
@@ -90,7 +91,9 @@ def train_main(argv: list[str] | None = None) -> int:
         if cfg.eval_every:
             from trainer.evaluate.during_training import make_eval_fn
             eval_fn = make_eval_fn(cfg)
-        result = train(cfg, eval_fn=eval_fn, resume=not args.no_resume, progress=not args.no_progress)
+        command = shlex.join(["imle-train", *(sys.argv[1:] if argv is None else argv)])
+        result = train(cfg, eval_fn=eval_fn, resume=not args.no_resume, progress=not args.no_progress,
+                       command=command)
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"imle-train: error: {exc}", file=sys.stderr)
         return 2

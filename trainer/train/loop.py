@@ -57,8 +57,11 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str,
 
 
 def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn | None = None,
-          resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train (or resume) a policy as configured; returns where the checkpoints are."""
+          resume: bool = True, progress: bool = True, command: str = "") -> TrainResult:
+    """Train (or resume) a policy as configured; returns where the checkpoints are.
+
+    ``command`` is the command line that started the run, kept in the checkpoint for provenance.
+    """
     t_start = time.time()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,7 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
 
     def checkpoint_state() -> dict:
         return {
-            "config": cfg.to_dict(), "spec": spec.to_dict(), "method": cfg.method,
+            "config": cfg.to_dict(), "spec": spec.to_dict(), "method": cfg.method, "command": command,
             "state_stats": dataset.state_stats.to_dict(), "action_stats": dataset.action_stats.to_dict(),
             "episodes": dataset.episodes.tolist(), "n_windows": len(dataset),
             "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
