@@ -1,4 +1,7 @@
-"""Fixtures of the hardware-in-the-loop tests: a tiny Push-T package, exported once per session."""
+"""Fixtures of the runtime's hardware-in-the-loop tests: a tiny Push-T package, exported once per
+session, and the runtime process. Imported by the test modules (`from runtime_fixtures import ...`;
+hil_tests/ is on sys.path), not a conftest.py: a second conftest module would shadow tests/conftest.py
+for the tests that `import conftest`."""
 from __future__ import annotations
 
 import os
@@ -38,9 +41,15 @@ def build_tiny_package(out_dir: Path, seed: int = 0) -> Path:
     return export_package(state, out_dir, calibration="random", progress=False, candidates=4)
 
 
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory) -> Path:
-    return build_tiny_package(tmp_path_factory.mktemp("pkg") / "tiny-pusht")
+    # Imported into several modules, the fixture is defined once per module: export only once per session.
+    if "tiny" not in _BUILT:
+        _BUILT["tiny"] = build_tiny_package(tmp_path_factory.mktemp("pkg") / "tiny-pusht")
+    return _BUILT["tiny"]
 
 
 def _run_cli(args: list, timeout: float = 120.0) -> subprocess.CompletedProcess:

@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
+from runtime_fixtures import run_cli, tiny_package  # noqa: E402,F401  (fixtures; hil_tests/ is on sys.path)
+
 SEED, EPISODES, STEPS = 3, 2, 40
 
 

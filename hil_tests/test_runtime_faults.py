@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
+from runtime_fixtures import run_cli, tiny_package  # noqa: E402,F401  (fixtures; hil_tests/ is on sys.path)
+
 
 @pytest.fixture
 def emulator(tmp_path, request):

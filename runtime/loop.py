@@ -322,6 +322,8 @@ class ControlLoop:
                 if self.config.gc_freeze:
                     gc.enable()
         finally:
+            if self._estop_requested and not self.safety.estopped:  # requested between episodes or before any
+                self._engage_estop()
             self._leave_realtime(restore)
             self.stats.wall_s = time.monotonic() - t_start
             self.stats.interrupted = self._estop_requested or self._stop_requested
