@@ -227,6 +227,7 @@ def plot_timing(stats: RunStats, path: Path) -> bool:
         ax.plot(jit, lw=0.6)
         ax.axhline(stats.period_s * 1e3 * 0.2, color="r", ls="--", lw=0.8, label="miss tolerance")
         ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_ylim(bottom=0)  # |jitter| is never negative: no mirrored half of the symlog axis
         ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"period jitter ({stats.mode}, period {stats.period_s * 1e3:.1f} ms)")
     ax.set_xlabel("tick")
