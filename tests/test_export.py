@@ -151,7 +151,8 @@ def test_baseline_packages_run_through_the_same_runtime(buffer_path, tmp_path, m
     m = load_package(out, verify_graphs=True).manifest
     assert {f.role for f in m.files} == {"encoder", "denoiser"} and m.cond_dim > 0
     assert m.sampler.kind == ("ddim" if method == "diffusion" else "euler")
-    assert m.parity.fp32_vs_torch.max_frac_of_range < 1e-4
+    assert m.parity.fp32_step_vs_torch.max_frac_of_range < 1e-4  # the checked limit: one network step
+    assert m.parity.fp32_vs_torch.max_frac_of_range < 1e-3  # end to end through the sampler: reported
     pol = Policy(out, candidates=5)
     assert pol.act(np.full((TO, 5), 100.0, np.float32)).shape == (TA, 2)
     if method == "diffusion":  # same graphs, another sampler

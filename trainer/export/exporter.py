@@ -44,6 +44,7 @@ class ExportOptions:
     n_calibrate: int = 32  # observations for int8 calibration
     n_parity: int = 32  # held-out observations for the parity report
     parity_candidates: int = 8  # candidates per parity observation
+    calibration_candidates: int = 8  # latents per calibration observation (ranges need variety, not volume)
     quant: QuantConfig = field(default_factory=QuantConfig)
     # rewrite the graphs for onnxruntime (trainer/export/rewrites.py; same function, 2-3x faster),
     # or export the network's modules as they are (for comparison)
@@ -140,7 +141,7 @@ def _export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: 
     _check_fp32(parity.fp32_vs_torch, opt.parity_tolerance)
     files = [file_entry(stage, "generator.onnx", "fp32", "generator", layout=_layout(opt, "fp32"))]
     if opt.quantize == "int8":
-        calib_feeds = [feeds_at(32, k, calib.calibrate) for k in range(len(calib.calibrate))]
+        calib_feeds = [feeds_at(opt.calibration_candidates, k, calib.calibrate) for k in range(len(calib.calibrate))]
         _quantize_from_conv_form(GeneratorGraph, net, example, gspec, stage, "generator.onnx", "generator.int8.onnx",
                                  calib_feeds, opt)
         check_counts(stage / "generator.int8.onnx", feeds_at, None)
@@ -239,7 +240,7 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
         for f in enc_calib:  # samples along the sampler's path: noise at t_max down to data-like values at 0
             t = float(rng.uniform(0, t_max))
             noise_level = t / t_max if t_max else 1.0
-            x = rng.standard_normal((32, tp, a)).astype(np.float32) * max(noise_level, 0.3)
+            x = rng.standard_normal((opt.calibration_candidates, tp, a)).astype(np.float32) * max(noise_level, 0.3)
             den_calib.append({"cond": enc32.run(["cond"], f)[0], "sample": x, "timestep": np.array([t], np.float32)})
         _quantize_from_conv_form(DenoiserGraph, net, den_example, den_spec, stage, "denoiser.onnx", "denoiser.int8.onnx",
                                  den_calib, opt)
