@@ -33,6 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# torch's OpenMP threads wait passively between parallel regions, as the runtime's onnxruntime
+# threads do (spinning off): the same thread settings for both, and fair on a shared machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -153,15 +156,28 @@ def time_torch(net, n: int, threads: int, obs, warmup: int, repeats: int) -> lis
     return out
 
 
+# Peak RSS of a fresh runtime process. ru_maxrss survives execve on Linux, so a child forked from
+# this (torch-sized) process would report our peak; VmHWM belongs to the new address space.
 MEMORY_PROBE = r"""
 import resource, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
+
+def peak_kb():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+base = peak_kb()
 from runtime import Policy
 p = Policy(sys.argv[2], precision=sys.argv[3], candidates=int(sys.argv[4]), threads=1)
 img = None if p.manifest.obs.image_shape is None else np.zeros((p.obs_horizon, *p.manifest.obs.image_shape), np.uint8)
 for _ in range(3):
     p.plan(np.zeros((p.obs_horizon, p.state_dim), np.float32), img)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "torch" in sys.modules)
+print(peak_kb(), base, "torch" in sys.modules)
 """
 
 
@@ -170,7 +186,7 @@ def peak_rss_mb(pkg: Path, precision: str, n: int) -> float:
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"memory probe failed: {r.stderr.strip().splitlines()[-1]}")
-    kb, torch_loaded = r.stdout.split()
+    kb, _, torch_loaded = r.stdout.split()
     assert torch_loaded == "False", "the runtime process imported torch"
     return int(kb) / 1024.0
 
