@@ -222,12 +222,17 @@ class Manifest:
             need(self.cond_dim is not None and self.cond_dim > 0, "cond_dim", f"is required for a {self.method} package")
 
     def file(self, role: str, precision: str) -> FileEntry | None:
-        return next((f for f in self.files if f.role == role and f.precision == precision), None)
+        """The graph of ``role`` at ``precision``. A baseline's encoder falls back to fp32: a state
+        encoder has no convolution to quantise, so an int8 package may ship only an fp32 encoder."""
+        exact = next((f for f in self.files if f.role == role and f.precision == precision), None)
+        if exact is None and role == "encoder":
+            return next((f for f in self.files if f.role == role and f.precision == "fp32"), None)
+        return exact
 
     def precisions(self) -> list[str]:
-        """Precisions available for every graph of this package."""
-        roles = {f.role for f in self.files}
-        return [p for p in PRECISIONS if all(self.file(r, p) for r in roles)]
+        """Precisions this package can run at (those of its generator or denoiser graph)."""
+        main = "generator" if self.method == "rs_imle" else "denoiser"
+        return [p for p in PRECISIONS if any(f.role == main and f.precision == p for f in self.files)]
 
 
 def _parse(tp: Any, value: Any, path: str) -> Any:

@@ -196,3 +196,15 @@ def test_refuses_wrong_precision(imle_pkg, tmp_path):
     with pytest.raises(PackageError, match="int8"):
         Policy(fp32_only, precision="int8")
     assert Policy(fp32_only).precision == "fp32"
+
+
+@pytest.mark.parametrize("method", ["diffusion", "flow_matching"])
+def test_baseline_int8_export(buffer_path, tmp_path, method):
+    """The state encoder has no convolution to quantise: only the denoiser gets an int8 graph."""
+    sampler = SamplerSpec("ddim", 3) if method == "diffusion" else None
+    out = export_package(tiny_state(buffer_path, method), tmp_path / method, quantize="int8", sampler=sampler, **FAST)
+    m = load_package(out, verify_graphs=True).manifest
+    assert m.precisions() == ["fp32", "int8"]
+    assert m.parity.int8_vs_fp32 is not None and m.parity.int8_vs_fp32.mean_frac_of_range < 0.05
+    pol = Policy(out, candidates=3)
+    assert pol.precision == "int8" and pol.act(np.full((TO, 5), 100.0, np.float32)).shape == (TA, 2)

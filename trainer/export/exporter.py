@@ -24,7 +24,7 @@ from trainer.export.rewrites import decoder_tail, for_onnxruntime
 from trainer.export.observations import Calibration, ObservationSet, from_checkpoint_data, random_calibration
 from trainer.export.onnx_export import ExportError, GraphSpec, check_counts, export_graph
 from trainer.export.parity import error_stats
-from trainer.export.quantize import QuantConfig, quantize_int8
+from trainer.export.quantize import QuantConfig, has_quantizable_ops, quantize_int8
 from trainer.export.writer import code_version, file_entry, finish, staging_dir
 from trainer.models.policy_net import NetworkSpec, PolicyNetwork
 
@@ -235,7 +235,9 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
              file_entry(stage, "denoiser.onnx", "fp32", "denoiser", layout=_layout(opt, "fp32"))]
     if opt.quantize == "int8":
         enc_calib = [_obs_feeds(calib.calibrate, k) for k in range(len(calib.calibrate))]
-        quantize_int8(stage / "encoder.onnx", stage / "encoder.int8.onnx", enc_calib, opt.quant)  # no Conv1d in it
+        enc_int8 = has_quantizable_ops(stage / "encoder.onnx", opt.quant)  # an image encoder; a state one has no conv
+        if enc_int8:
+            quantize_int8(stage / "encoder.onnx", stage / "encoder.int8.onnx", enc_calib, opt.quant)
         den_calib = []
         for f in enc_calib:  # samples along the sampler's path: noise at t_max down to data-like values at 0
             t = float(rng.uniform(0, t_max))
@@ -245,12 +247,14 @@ def _export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
         _quantize_from_conv_form(DenoiserGraph, net, den_example, den_spec, stage, "denoiser.onnx", "denoiser.int8.onnx",
                                  den_calib, opt)
         check_counts(stage / "denoiser.int8.onnx", den_feeds, None)
-        enc8, den8 = make_session(stage / "encoder.int8.onnx"), make_session(stage / "denoiser.int8.onnx")
+        enc8 = make_session(stage / ("encoder.int8.onnx" if enc_int8 else "encoder.onnx"))
+        den8 = make_session(stage / "denoiser.int8.onnx")
         out8 = np.stack([ort_plan(enc8, den8, f, x, s) for f, x, s in _bar(cases, "parity int8", opt.progress)])
         parity.int8_vs_fp32 = error_stats(out8, out32, low, high)
-        files += [file_entry(stage, "encoder.int8.onnx", "int8", "encoder", opt.quant.label),
-                  file_entry(stage, "denoiser.int8.onnx", "int8", "denoiser", opt.quant.label,
-                             layout=_layout(opt, "int8"))]
+        if enc_int8:
+            files.append(file_entry(stage, "encoder.int8.onnx", "int8", "encoder", opt.quant.label))
+        files.append(file_entry(stage, "denoiser.int8.onnx", "int8", "denoiser", opt.quant.label,
+                                layout=_layout(opt, "int8")))
     return files, parity, cond_dim
 
 

@@ -73,6 +73,15 @@ def _last_conv(model_path: Path) -> list[str]:
     return []
 
 
+def has_quantizable_ops(model_path: Path, config: QuantConfig | None = None) -> bool:
+    """Whether the graph has any op that static quantisation would turn into int8 (a state encoder
+    has none, and onnxruntime's histogram calibrators fail on such a graph)."""
+    import onnx
+
+    ops = set((config or QuantConfig()).op_types)
+    return any(n.op_type in ops for n in onnx.load(str(model_path), load_external_data=False).graph.node)
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, feeds: Iterable[dict[str, np.ndarray]],
                   config: QuantConfig | None = None) -> Path:
     """Static int8 model of ``fp32_path`` calibrated on ``feeds`` (a list of input dicts)."""
