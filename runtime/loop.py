@@ -233,6 +233,15 @@ class ControlLoop:
             raise ConnectionError("could not send the command")
         return self.robot.wait_state(after_seq=seq, timeout=self.config.step_timeout_s)
 
+    def _aborted(self, ep: EpisodeStats) -> bool:
+        """An e-stop or stop was requested (by a signal handler or the CLI): end the episode."""
+        if self._estop_requested:
+            self._engage_estop()
+            ep.aborted = "estop"
+        elif self._stop_requested:
+            ep.aborted = "stopped"
+        return bool(ep.aborted)
+
     def _engage_estop(self) -> None:
         self.safety.engage_estop()
         self.stats.counters.estops += 1
@@ -378,12 +387,7 @@ class ControlLoop:
         start = sh.obs_horizon - 1
         step = 0
         while True:
-            if self._estop_requested:
-                self._engage_estop()
-                ep.aborted = "estop"
-                break
-            if self._stop_requested:
-                ep.aborted = "stopped"
+            if self._aborted(ep):
                 break
             success, _ = self._observe(state, ep)
             if success:
@@ -508,12 +512,7 @@ class ControlLoop:
         while step < cfg.max_steps:
             deadline = t0 + k * P
             now = self._wait_until(deadline)
-            if self._estop_requested:
-                self._engage_estop()
-                ep.aborted = "estop"
-                break
-            if self._stop_requested:
-                ep.aborted = "stopped"
+            if self._aborted(ep):
                 break
             late = now - deadline
             if late >= P:  # the host stalled past whole periods: skip those ticks, never burst

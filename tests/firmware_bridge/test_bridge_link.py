@@ -71,23 +71,24 @@ def test_mute_device_times_out_with_clear_error(pty_pair) -> None:
     assert time.monotonic() - t0 < 2.0
 
 
+def _answer_hellos(master: int, stop: threading.Event, version: int | None = None) -> None:
+    """A minimal device on the pty master: answers every Hello with two-joint Capabilities."""
+    decoder = FrameDecoder()
+    extra = {} if version is None else {"version": version}
+    while not stop.is_set():
+        try:
+            data = os.read(master, 256)
+        except OSError:
+            return
+        for frame in decoder.feed(data):
+            if isinstance(frame.message, Hello):
+                os.write(master, encode_frame(caps(nonce=frame.message.nonce), 0, **extra))
+
+
 def test_version_mismatch_is_named(pty_pair) -> None:
     master, path = pty_pair
     stop = threading.Event()
-
-    def device() -> None:  # answers every Hello in protocol version 2
-        decoder = FrameDecoder()
-        while not stop.is_set():
-            try:
-                data = os.read(master, 256)
-            except OSError:
-                return
-            for frame in decoder.feed(data):
-                if isinstance(frame.message, Hello):
-                    os.write(master, encode_frame(caps(nonce=frame.message.nonce), 0, version=2))
-
-    thread = threading.Thread(target=device, daemon=True)
-    thread.start()
+    threading.Thread(target=_answer_hellos, args=(master, stop, 2), daemon=True).start()
     try:
         with pytest.raises(HandshakeError, match="device speaks protocol version 2, host 1"):
             SerialLink(path, handshake_timeout_s=0.3, handshake_retries=2).connect()
@@ -98,19 +99,7 @@ def test_version_mismatch_is_named(pty_pair) -> None:
 def test_wrong_target_count_is_a_one_line_error(pty_pair) -> None:
     master, path = pty_pair
     stop = threading.Event()
-
-    def device() -> None:  # a minimal device: answers Hello with two-joint Capabilities
-        decoder = FrameDecoder()
-        while not stop.is_set():
-            try:
-                data = os.read(master, 256)
-            except OSError:
-                return
-            for frame in decoder.feed(data):
-                if isinstance(frame.message, Hello):
-                    os.write(master, encode_frame(caps(nonce=frame.message.nonce), 0))
-
-    threading.Thread(target=device, daemon=True).start()
+    threading.Thread(target=_answer_hellos, args=(master, stop), daemon=True).start()
     link = SerialLink(path, handshake_timeout_s=0.5)
     try:
         assert link.connect().joint_count == 2
