@@ -135,8 +135,7 @@ class Policy:
             y = samplers.sample_euler(step_fn, x_T, steps=s.steps)
         return ((y - self._offset) / self._scale).astype(np.float32)  # normalised -> raw, as the trainer's MinMax
 
-    def _select(self, cands: np.ndarray) -> tuple[int, float | None]:
-        finite = np.isfinite(cands).reshape(len(cands), -1).all(axis=1)
+    def _select(self, cands: np.ndarray, finite: np.ndarray) -> tuple[int, float | None]:
         if not finite.any():
             raise PlanError(f"all {len(cands)} candidates contain NaN or inf; no plan returned")
         use_tc = self.temporal_consistency and self._rest is not None and len(self._rest) > 0
@@ -157,15 +156,15 @@ class Policy:
         if self.tc_reset_after is not None and self._plans_since_reset >= self.tc_reset_after:
             self._rest, self._plans_since_reset = None, 0  # periodic re-draw: lets the policy switch modes
         cands = self._generate(feeds)
-        idx, dist = self._select(cands)
+        finite = np.isfinite(cands).reshape(len(cands), -1).all(axis=1)  # the NaN/inf guard
+        idx, dist = self._select(cands, finite)
         chunk = np.array(cands[idx], dtype=np.float32)
         start = self.obs_horizon - 1 + self.action_horizon
         self._rest = chunk[start:].copy()  # act() executes Ta steps from To-1; the rest is remembered
         self._plans_since_reset += 1
         self.last_plan = chunk
         self.last_plan_info = {"latency_s": time.perf_counter() - t0, "selected": idx,
-                               "candidates": len(cands), "distance": dist,
-                               "discarded": int((~np.isfinite(cands).reshape(len(cands), -1).all(axis=1)).sum())}
+                               "candidates": len(cands), "distance": dist, "discarded": int((~finite).sum())}
         return chunk
 
     def act(self, obs_state: np.ndarray, obs_image: np.ndarray | None = None) -> np.ndarray:
