@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,robot,sim,dev]"
+	$(BIN)/pip install -q -e ".[train,robot,sim,franka,franka-sim,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
