@@ -126,33 +126,39 @@ def _stats(samples: list[float]) -> tuple[float, float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.mean())
 
 
-def time_runtime(pkg: Path, precision: str, n: int, threads: int, obs, warmup: int, repeats: int) -> list[float]:
-    pol = Policy(pkg, precision=precision, candidates=n, threads=threads, seed=0)
-    out = []
-    for i in range(warmup + repeats):
-        s, img = obs[i % len(obs)]
-        pol.plan(s, img)
-        if i >= warmup:
-            out.append(pol.last_plan_info["latency_s"])
-    return out
+class Runner:
+    """One timed configuration: a Policy (runtime) or the same network in torch eager."""
 
+    def __init__(self, job: tuple, pk: dict[str, Path], net, obs):
+        self.method, self.engine, self.precision, self.n, self.threads, self.repeats, self.warmup = job
+        self.obs, self.net, self.samples, self.i = obs, net, [], 0
+        if self.engine == "onnxruntime":
+            self.policy = Policy(pk[self.method], precision=self.precision, candidates=self.n,
+                                 threads=self.threads, seed=0)
+        else:
+            self.gen = torch.Generator().manual_seed(0)
+        for _ in range(self.warmup):
+            self.once()
 
-def time_torch(net, n: int, threads: int, obs, warmup: int, repeats: int) -> list[float]:
-    """The same network in torch eager: encode once, generate N candidates, un-normalise."""
-    torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    tp, a = net.spec.pred_horizon, net.spec.action_dim
-    out = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            s, img = obs[i % len(obs)]
+    def once(self) -> float:
+        s, img = self.obs[self.i % len(self.obs)]
+        self.i += 1
+        if self.engine == "onnxruntime":
+            self.policy.plan(s, img)
+            return self.policy.last_plan_info["latency_s"]
+        # torch eager, same network and thread count: encode once, N candidates, un-normalise
+        torch.set_num_threads(self.threads)
+        tp, a = self.net.spec.pred_horizon, self.net.spec.action_dim
+        with torch.inference_mode():
             t0 = time.perf_counter()
-            z = torch.randn(n, tp, a, generator=gen)
-            cond = net.encode(torch.from_numpy(s)[None], None if img is None else torch.from_numpy(img)[None])
-            net.unnormalize_action(net(z, cond)).numpy()
-            if i >= warmup:
-                out.append(time.perf_counter() - t0)
-    return out
+            z = torch.randn(self.n, tp, a, generator=self.gen)
+            cond = self.net.encode(torch.from_numpy(s)[None], None if img is None else torch.from_numpy(img)[None])
+            self.net.unnormalize_action(self.net(z, cond)).numpy()
+            return time.perf_counter() - t0
+
+    def run(self, k: int) -> None:
+        for _ in range(min(k, self.repeats - len(self.samples))):
+            self.samples.append(self.once())
 
 
 # Peak RSS of a fresh runtime process. ru_maxrss survives execve on Linux, so a child forked from
@@ -211,6 +217,7 @@ def run(args) -> dict:
     rows: list[Row] = []
     memory, parity = [], []
     export_s: dict[str, float] = {}
+    load: dict[str, dict] = {}  # load average (1, 5, 15 min) around each network's timing
     for name in nets:
         t0 = time.time()
         print(f"[{name}] exporting packages ...", flush=True)
@@ -234,12 +241,22 @@ def run(args) -> dict:
                      ("fm-1", "onnxruntime", "fp32", 32, th, R, 2)]
             if not args.quick:  # 100 network calls on 32 candidates: slow, especially for the paper net
                 jobs.append(("ddpm-100", "onnxruntime", "fp32", 32, th, 1 if paper else args.slow_repeats, 0))
-        for method, engine, prec, n, th, reps, warm in tqdm(jobs, desc=f"{name} timing", dynamic_ncols=True):
-            if engine == "torch":
-                samples = time_torch(net, n, th, obs, warm, reps)
-            else:
-                samples = time_runtime(pk[method], prec, n, th, obs, warm, reps)
-            rows.append(Row(name, method, engine, prec, n, th, *_stats(samples), reps))
+        # every configuration is timed in `rounds` slices, cycling through all of them, so a burst of
+        # load from elsewhere on this shared machine spreads over all configurations instead of
+        # landing on one (and a comparison, e.g. runtime vs torch, sees the same conditions)
+        runners = [Runner(job, pk, net, obs) for job in tqdm(jobs, desc=f"{name} warm-up", dynamic_ncols=True)]
+        load_timing = os.getloadavg()
+        total = sum(r.repeats for r in runners)
+        with tqdm(total=total, desc=f"{name} timing", dynamic_ncols=True) as bar:
+            for k in range(args.rounds):
+                for r in runners:
+                    before = len(r.samples)
+                    r.run(-(-r.repeats // args.rounds))  # ceil: a 1-repeat job runs in the first round
+                    bar.update(len(r.samples) - before)
+        load[name] = {"start": load_timing, "end": os.getloadavg()}
+        for r in runners:
+            rows.append(Row(name, r.method, r.engine, r.precision, r.n, r.threads, *_stats(r.samples), len(r.samples)))
+            r.policy = r.net = None  # free sessions before the next network
         if args.quick:  # DDPM-100 at 32 candidates = 100 calls of the step that FM-1 times once
             for th in threads:
                 fm = _find(rows, name, "fm-1", "onnxruntime", "fp32", 32, th)
@@ -261,7 +278,8 @@ def run(args) -> dict:
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__,
                     "loadavg_start": load0, "loadavg_end": os.getloadavg()},
-        "export_s": export_s, "rows": [asdict(r) for r in rows], "memory": memory, "parity": parity,
+        "export_s": export_s, "loadavg_during_timing": load, "rows": [asdict(r) for r in rows], "memory": memory,
+        "parity": parity,
     }
     result["targets"] = targets(rows, parity, nets, threads)
     return result
@@ -345,6 +363,45 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def doc_tables(result: dict) -> str:
+    """The condensed tables of docs/benchmarks.md: one row per configuration, both thread counts."""
+    rows = result["rows"]
+    threads = sorted({r["threads"] for r in rows})
+    keyed = {(r["net"], r["method"], r["engine"], r["precision"], r["candidates"], r["threads"]): r for r in rows}
+    head = "| net | method | engine | precision | N | " + " | ".join(f"{t} thread{'s' if t > 1 else ''} p50 / p99 ms"
+                                                                    for t in threads) + " |"
+    lines = [head, "|---|---|---|---|---:|" + "---:|" * len(threads)]
+    seen = []
+    for r in rows:
+        k = (r["net"], r["method"], r["engine"], r["precision"], r["candidates"])
+        if k in seen:
+            continue
+        seen.append(k)
+        cells = []
+        for t in threads:
+            x = keyed.get((*k, t))
+            cells.append("-" if x is None else (f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}" if x["repeats"] > 1
+                                               else f"{x['p50_ms']:.0f} (1 run)") + (" est." if x and x["estimated"] else ""))
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | " + " | ".join(cells) + " |")
+    lines += ["", "| target | net | comparison | " + " | ".join(f"{t} thr." for t in threads) + " |",
+              "|---|---|---|" + "---:|" * len(threads)]
+    tk: dict = {}
+    for t in result["targets"]:
+        tk.setdefault((t["target"], t["net"], t["comparison"]), {})[t["threads"]] = t
+    for (target, net, comp), by in tk.items():
+        def cell(t):
+            if t is None:
+                return "-"
+            v = f"{t['value']:.2%}" if t["unit"] == "of range" else f"{t['value']:.1f}x"
+            return f"{v} {'PASS' if t['pass'] else 'FAIL'}"
+        if 0 in by:  # not per thread count (errors)
+            cells = [cell(by[0])] + [""] * (len(threads) - 1)
+        else:
+            cells = [cell(by.get(t)) for t in threads]
+        lines.append(f"| {target} | {net} | {comp} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small-state and paper-state, 2 threads, DDPM-100@32 estimated")
@@ -352,13 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=None, help="thread counts (default 1 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed plans per configuration (N=1: 3x as many)")
     p.add_argument("--slow-repeats", type=int, default=2, help="timed plans of DDPM-100")
+    p.add_argument("--rounds", type=int, default=3, help="slices the repeats are interleaved in (load spreading)")
     p.add_argument("--checkpoint", nargs="+", default=None, help="trained rs_imle checkpoint(s): int8 parity")
     p.add_argument("--parity-from", nargs="+", default=None, help="exported package(s) whose int8 parity to report")
     p.add_argument("--work-dir", default=None, help="where packages are written (default: a temporary directory)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
+    p.add_argument("--report", metavar="JSON", default=None,
+                   help="print the condensed tables of docs/benchmarks.md from a results file and exit")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.slow_repeats < 1:
-        p.error("--repeats and --slow-repeats must be positive")
+    if args.report:
+        print(doc_tables(json.loads(Path(args.report).read_text())))
+        return 0
+    if args.repeats < 1 or args.slow_repeats < 1 or args.rounds < 1:
+        p.error("--repeats, --slow-repeats and --rounds must be positive")
     t0 = time.time()
     result = run(args)
     result["wall_s"] = time.time() - t0
