@@ -71,4 +71,4 @@ def test_gym_pushts_own_reset_misplaces_the_block(demos):
     state = _episode(demos, 0)[0][0]
     obs, _ = env.reset(options={"reset_to_state": state})
     env.close()
-    assert np.linalg.norm(obs[2:4] - state[2:4]) > 50.0  # why trainer.evaluate.env.set_pusht_state exists
+    assert np.linalg.norm(obs[2:4] - state[2:4]) > 50.0  # why trainer.evaluate.env.reset_to_state exists

@@ -28,24 +28,28 @@ def reset_pusht(env, seed: Optional[int], state: Optional[Sequence[float]] = Non
     """env.reset(seed=seed), then optionally place the plant at `state` = [ax, ay, bx, by, angle].
 
     gym-pusht's reset_to_state sets the block position before its angle; the angle turns the block
-    about its offset centre of gravity, so the block lands up to ~90 px off. Here: velocities zeroed,
-    angle first, then positions, then one physics step, as the recorded demos were made.
-    Use this same function for in-process evaluation to keep it identical to the emulator.
+    about its offset centre of gravity, so the block lands up to ~90 px off. Here: a fresh physics
+    space (env.reset placed the bodies at random and stepped once; pymunk warm-starts from the
+    contacts cached then, which changed demo replays by up to 44 px), velocities zeroed, angle
+    first, then positions, then one physics step, as the recorded demos were made.
+    trainer.evaluate uses this same function, so in-process evaluation and the emulator agree.
     """
     obs, _ = env.reset(seed=seed)
     if state is None or len(state) == 0:
         return obs
     if len(state) != STATE_DIM:
         raise ValueError(f"Push-T initial state needs {STATE_DIM} values, got {len(state)}")
+    u = getattr(env, "unwrapped", env)  # a gymnasium wrapper or the bare PushTEnv
+    u._setup()  # gym-pusht's own space construction: walls, agent, block, goal
     ax, ay, bx, by, angle = (float(v) for v in state)
-    env.agent.velocity = (0.0, 0.0)
-    env.block.velocity = (0.0, 0.0)
-    env.block.angular_velocity = 0.0
-    env.agent.position = (ax, ay)
-    env.block.angle = angle
-    env.block.position = (bx, by)
-    env.space.step(env.dt)
-    return env.get_obs()
+    u.agent.velocity = (0.0, 0.0)
+    u.block.velocity = (0.0, 0.0)
+    u.block.angular_velocity = 0.0
+    u.agent.position = (ax, ay)
+    u.block.angle = angle
+    u.block.position = (bx, by)
+    u.space.step(u.dt)
+    return u.get_obs()
 
 
 class PushTPlant:

@@ -1,6 +1,6 @@
 """Closed-loop evaluation in gym-pusht THROUGH ``runtime.Policy`` (the robot's code path).
 
-- env: environment creation, correct state setting (:func:`set_pusht_state`), observations
+- env: environment creation, correct state setting (:func:`reset_to_state`), observations
 - history: the To-frame observation history, padded at episode start
 - rollout: episodes and :func:`evaluate_package` (optionally over worker processes)
 - metrics: per-episode results, score and success rate with 95% confidence intervals

@@ -2,7 +2,7 @@
 
 gym-pusht's own ``reset_to_state`` sets the block's position before its angle; pymunk turns a body
 about its centre of gravity, which for the T is offset from the body origin, so the block lands up
-to ~90 px away from the recorded pose. :func:`set_pusht_state` sets the angle first, then the
+to ~90 px away from the recorded pose. :func:`reset_to_state` builds a fresh space, sets the angle first, then the
 position, then steps the space once (as gym-pusht does) so the shapes' caches update.
 """
 from __future__ import annotations
@@ -45,34 +45,15 @@ def make_env(image_shape: tuple[int, ...] | None = None, max_steps: int = MAX_ST
     return gym.make(ENV_ID, max_episode_steps=max_steps, disable_env_checker=True, **kwargs)
 
 
-def set_pusht_state(env, state: np.ndarray) -> None:
-    """Put the agent and block at ``state`` = [agent x, agent y, block x, block y, block angle].
-
-    Angle before position: setting the angle rotates the body about its (offset) centre of
-    gravity, which would move a position set earlier.
-    """
-    u = env.unwrapped
-    s = np.asarray(state, dtype=np.float64)
-    u.agent.position = (float(s[0]), float(s[1]))
-    u.agent.velocity = (0.0, 0.0)
-    u.block.angle = float(s[4])
-    u.block.position = (float(s[2]), float(s[3]))
-    u.block.velocity = (0.0, 0.0)
-    u.block.angular_velocity = 0.0
-    u.space.step(u.dt)  # as gym-pusht's _set_state: let pymunk update the shapes
-
-
 def reset_to_state(env, state: np.ndarray, seed: int | None = None):
-    """``env.reset``, a fresh physics space, then :func:`set_pusht_state`; returns the observation.
+    """``env.reset`` and place agent and block at ``state`` = [agent x, y, block x, y, angle].
 
-    The fresh space matters: ``env.reset`` first places agent and block at a random state and steps
-    once, and contacts cached from that step (pymunk warm-starts from them) changed a replay by up
-    to 44 px in our measurements.
+    One implementation with the emulated microcontroller's plant
+    (:func:`firmware_bridge.emulator.plant.reset_pusht`: fresh space, angle before position).
     """
-    env.reset(seed=seed)
-    env.unwrapped._setup()  # gym-pusht's own space construction: walls, agent, block, goal
-    set_pusht_state(env, state)
-    return env.unwrapped.get_obs()
+    from firmware_bridge.emulator.plant import reset_pusht
+
+    return reset_pusht(env, seed, np.asarray(state, dtype=np.float64))
 
 
 def split_obs(obs: Any) -> tuple[np.ndarray, np.ndarray | None]:
