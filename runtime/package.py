@@ -124,6 +124,7 @@ class ErrorStats:
     mean_abs: float
     max_frac_of_range: float  # max_abs / (action high - low), worst dimension
     mean_frac_of_range: float
+    p99_frac_of_range: float | None = None  # 99th percentile of the per-element fraction
 
 
 @dataclass

@@ -17,4 +17,5 @@ def error_stats(a: np.ndarray, b: np.ndarray, low: list[float], high: list[float
     diff = np.where(np.isfinite(diff), diff, np.inf)
     frac = diff / action_range(low, high)
     return ErrorStats(max_abs=float(diff.max()), mean_abs=float(diff.mean()),
-                      max_frac_of_range=float(frac.max()), mean_frac_of_range=float(frac.mean()))
+                      max_frac_of_range=float(frac.max()), mean_frac_of_range=float(frac.mean()),
+                      p99_frac_of_range=float(np.percentile(frac, 99)))
