@@ -90,8 +90,13 @@ class Policy:
         return self.manifest.obs.state_dim
 
     # ------------------------------------------------------------------ episode
-    def reset(self) -> None:
-        """New episode: forget the previous plan (the random stream continues: no reseed)."""
+    def reset(self, seed: int | None = None) -> None:
+        """New episode: forget the previous plan. With ``seed``, restart the latent stream as a
+        fresh ``Policy(..., seed=seed)`` would (without opening a new onnxruntime session);
+        without it the random stream continues."""
+        if seed is not None:
+            self.seed = seed
+            self._rng = np.random.default_rng(seed)
         self._rest = None
         self._plans_since_reset = 0
         self.last_plan = None
