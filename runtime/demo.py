@@ -24,11 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--max-steps", type=int, default=300, help="commands per episode (Push-T's limit: 300)")
     args = p.parse_args(argv)
     print(f"imle-policy demo: {Path(args.package).name} on an emulated Push-T robot over a pseudo-terminal, "
           f"{args.episodes} episodes in real time (10 Hz); outputs in {args.out}/", flush=True)
     return cli.main([args.package, "--robot", "emulator", "--episodes", str(args.episodes), "--seed", str(args.seed),
-                     "--out", args.out, "--save-media", "--status", "on"])
+                     "--max-steps", str(args.max_steps), "--out", args.out, "--save-media", "--status", "on"])
 
 
 if __name__ == "__main__":
