@@ -5,22 +5,10 @@
 """
 from trainer.objectives.diffusion import DiffusionConfig, DiffusionObjective
 from trainer.objectives.flow_matching import FlowConfig, FlowMatchingObjective
-from trainer.objectives.rs_imle import RSIMLEConfig, rs_imle_loss, rs_imle_objective, select_latents
+from trainer.objectives.rs_imle import RSIMLEConfig, RSIMLEObjective, rs_imle_loss, rs_imle_objective, select_latents
 
-__all__ = ["RSIMLEConfig", "rs_imle_loss", "rs_imle_objective", "select_latents", "DiffusionConfig",
+__all__ = ["RSIMLEConfig", "RSIMLEObjective", "rs_imle_loss", "rs_imle_objective", "select_latents", "DiffusionConfig",
            "DiffusionObjective", "FlowConfig", "FlowMatchingObjective", "build_objective"]
-
-
-class RSIMLEObjective:
-    """RS-IMLE behind the common objective interface used by the training loop."""
-
-    timestep_embed_dim = 0
-
-    def __init__(self, cfg: RSIMLEConfig):
-        self.cfg = cfg
-
-    def loss(self, net, cond, target):
-        return rs_imle_objective(net, cond, target, self.cfg)
 
 
 def build_objective(train_cfg):

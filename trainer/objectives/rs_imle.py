@@ -89,3 +89,15 @@ def rs_imle_objective(net: PolicyNetwork, cond: torch.Tensor, target: torch.Tens
 
 def _scalars(info: dict) -> dict:
     return {k: float(v) for k, v in info.items() if k != "selected"}
+
+
+class RSIMLEObjective:
+    """RS-IMLE behind the common objective interface used by the training loop."""
+
+    timestep_embed_dim = 0
+
+    def __init__(self, cfg: RSIMLEConfig):
+        self.cfg = cfg
+
+    def loss(self, net, cond, target):
+        return rs_imle_objective(net, cond, target, self.cfg)
