@@ -99,5 +99,5 @@ class RSIMLEObjective:
     def __init__(self, cfg: RSIMLEConfig):
         self.cfg = cfg
 
-    def loss(self, net, cond, target):
+    def loss(self, net: PolicyNetwork, cond: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return rs_imle_objective(net, cond, target, self.cfg)
