@@ -4,7 +4,14 @@
 #   2. the sample-efficiency study's training runs, in parallel on the same GPU;
 #   3. export (fp32 + int8) and closed-loop evaluation of the study on the 16 CPU cores.
 # The GPU machine has no network: Python wheels the image lacks are carried in .gpu/wheels and the
-# Push-T state/action arrays in .gpu/data (both git-ignored; see docs/benchmarks.md).
+# Push-T state/action arrays in .gpu/data (both git-ignored). Recreate them with:
+#   pip download -q --no-deps --python-version 3.12 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --only-binary=:all: -d .gpu/wheels \
+#     zarr==3.1.5 numcodecs==0.16.6 donfig google-crc32c gym-pusht pymunk==6.11.1 shapely gymnasium \
+#     pygame farama-notifications pyserial typing_extensions cloudpickle cffi pycparser
+#   S=../shared/data/pusht/pusht_cchi_v7_replay.zarr D=.gpu/data/pusht.zarr; mkdir -p $D/data
+#   cp $S/.zattrs $S/.zgroup $D/ && cp -r $S/meta $D/ && cp $S/data/.z* $D/data/ && cp -r $S/data/state $S/data/action $D/data/
+# and call the device with carry [".gpu"].
 # Usage (on the device): OUT=/path bash benchmarks/gpu/session.sh
 set -u
 PY=${PY:-python3}
