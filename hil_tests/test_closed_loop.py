@@ -15,35 +15,18 @@ from runtime_fixtures import run_cli, tiny_package  # noqa: E402,F401  (fixtures
 SEED, EPISODES, STEPS = 3, 2, 40
 
 
-class _Recorder:
-    """Wraps a runtime.Policy for trainer.evaluate.run_episode and keeps every action it returns."""
-
-    def __init__(self, policy) -> None:
-        self.policy = policy
-        self.obs_horizon, self.action_horizon = policy.obs_horizon, policy.action_horizon
-        self.actions: list[np.ndarray] = []
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def act(self, obs_state, obs_image=None):
-        out = self.policy.act(obs_state, obs_image)
-        self.actions.extend(np.asarray(out, np.float32))
-        return out
-
-
 def in_process_rollout(package, seed: int, episodes: int, max_steps: int) -> list[list[np.ndarray]]:
     """trainer.evaluate's in-process rollout through runtime.Policy: episode i uses environment seed
     seed + i and policy seed seed + i; returns the actions each episode executed."""
     from runtime.policy import Policy
     from trainer.evaluate.env import make_env
-    from trainer.evaluate.rollout import run_episode
+    from trainer.evaluate.rollout import ActionRecorder, run_episode
 
     env = make_env(None, max_steps)
     out = []
     try:
         for ep in range(episodes):
-            rec = _Recorder(Policy(package, precision="fp32", seed=seed + ep))
+            rec = ActionRecorder(Policy(package, precision="fp32", seed=seed + ep))
             result, _ = run_episode(rec, env, seed + ep, ep, max_steps)
             out.append(rec.actions[:result.steps])
     finally:

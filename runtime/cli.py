@@ -126,16 +126,6 @@ def _load_policy(args: argparse.Namespace) -> Any:
         raise UserError(f"cannot load {pkg}: {exc}") from None
 
 
-def _policy_factory(policy: Any, args: argparse.Namespace):
-    """Episode seed -> a Policy on the already loaded package (episode i plans with seed S+i)."""
-    from runtime.policy import Policy
-
-    def make(seed: int) -> Any:
-        return Policy(policy.package, precision=policy.precision, candidates=policy.candidates,
-                      threads=args.threads, seed=seed)
-    return make
-
-
 def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: bool) -> list[str]:
     from runtime.stats import plot_timing, write_summary_json
     out.mkdir(parents=True, exist_ok=True)
@@ -205,8 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             except RuntimeError as exc:
                 raise UserError(str(exc)) from None
         try:
-            loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera,
-                               policy_factory=_policy_factory(policy, args))
+            # episode i plans with seed S+i through Policy.reset(seed=): one onnxruntime session per run
+            loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera)
         except (LoopError, ValueError) as exc:
             raise UserError(str(exc)) from None
 

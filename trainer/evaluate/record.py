@@ -19,26 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.package import MANIFEST, Evaluation, load_package
-from trainer.evaluate.rollout import EvalOptions, evaluate_package, run_episode
+from trainer.evaluate.rollout import ActionRecorder, EvalOptions, evaluate_package, run_episode
 
 ENV_ID = "gym_pusht/PushT-v0"
 FIRST_ACTIONS = 16
-
-
-class _Recorder:
-    """Keeps every action a Policy returns (for the reference's first actions)."""
-
-    def __init__(self, policy) -> None:
-        self.policy, self.actions = policy, []
-        self.obs_horizon, self.action_horizon = policy.obs_horizon, policy.action_horizon
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def act(self, obs_state, obs_image=None):
-        out = self.policy.act(obs_state, obs_image)
-        self.actions.extend(np.asarray(out, np.float32).tolist())
-        return out
 
 
 def reference_rollouts(package: str | Path, seed: int, episodes: int, precision: str) -> tuple[list[float], list[list[float]]]:
@@ -50,11 +34,11 @@ def reference_rollouts(package: str | Path, seed: int, episodes: int, precision:
     rewards, first = [], []
     try:
         for ep in range(episodes):
-            rec = _Recorder(Policy(package, precision=precision, seed=seed + ep))
+            rec = ActionRecorder(Policy(package, precision=precision, seed=seed + ep))
             result, _ = run_episode(rec, env, seed + ep, ep)
             rewards.append(float(result.max_reward))
             if ep == 0:
-                first = rec.actions[:FIRST_ACTIONS]
+                first = [a.tolist() for a in rec.actions[:FIRST_ACTIONS]]
     finally:
         env.close()
     return rewards, first

@@ -65,6 +65,23 @@ class EvalReport:
                 "episodes": [r.to_dict() for r in self.results]}
 
 
+class ActionRecorder:
+    """Wraps a policy for :func:`run_episode` and keeps every action it returns (float32 rows)."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        self.obs_horizon, self.action_horizon = policy.obs_horizon, policy.action_horizon
+        self.actions: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs_state, obs_image=None):
+        out = self.policy.act(obs_state, obs_image)
+        self.actions.extend(np.asarray(out, np.float32))
+        return out
+
+
 def run_episode(policy, env, seed: int, episode: int = 0, max_steps: int = MAX_STEPS, record: bool = False,
                 final_frame: bool = False) -> tuple[EpisodeResult, EpisodeMedia]:
     """One episode: plan on the To-step history, execute the Ta returned actions, repeat."""
