@@ -1,0 +1,63 @@
+"""The sample-efficiency report: seeds pooled per cell and paired per-episode differences."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("sample_efficiency", ROOT / "benchmarks" / "sample_efficiency.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_run(root: Path, name: str, rewards: dict[str, np.ndarray]) -> None:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "train.json").write_text(json.dumps({"steps": 10, "wall_s": 1.0, "device": "cpu"}))
+    for prec, r in rewards.items():
+        per = [{"episode": i, "seed": 100 + i, "max_reward": float(v), "success": bool(v > 0.99)} for i, v in enumerate(r)]
+        summary = {"score": {"value": float(r.mean()), "low": 0.0, "high": 1.0},
+                   "success": {"value": float(np.mean(r > 0.99)), "low": 0.0, "high": 1.0}, "plan_latency_ms": 1.0}
+        (d / f"eval_{prec}.json").write_text(json.dumps({"episodes": len(r), "seed": 100, "package_steps": 10,
+                                                          "summary": summary, "per_episode": per}))
+
+
+def test_paired_difference_matches_episodes_and_pools_seeds(study, tmp_path):
+    rng = np.random.default_rng(0)
+    hard = rng.random(40)  # per-episode difficulty shared by every method: pairing cancels it
+    for seed in (0, 1):
+        _write_run(tmp_path, f"rs_imle_f0.1_s{seed}", {"fp32": hard, "int8": hard - 0.01})
+        _write_run(tmp_path, f"diffusion_f0.1_s{seed}", {"fp32": np.clip(hard - 0.2, 0, 1)})
+    rows = study.collect(tmp_path)
+    ci, n = study.paired_difference(rows, {"method": "rs_imle", "precision": "int8"},
+                                    {"method": "rs_imle", "precision": "fp32"})
+    assert n == 80  # 2 seeds x 40 episodes
+    assert ci.value == pytest.approx(-0.01) and ci.low == pytest.approx(-0.01) and ci.high == pytest.approx(-0.01)
+    ci, n = study.paired_difference(rows, {"method": "rs_imle", "fraction": 0.1, "precision": "fp32"},
+                                    {"method": "diffusion", "fraction": 0.1, "precision": "fp32"})
+    assert n == 80 and 0 < ci.low <= ci.value <= ci.high <= 0.2
+    agg = study.aggregate(rows)
+    cell = agg[("rs_imle", 0.1, "fp32")]
+    assert cell["seeds"] == 2 and cell["score"] == pytest.approx(hard.mean())
+    assert cell["score_ci"][0] < hard.mean() < cell["score_ci"][1]  # bootstrap over the 80 pooled episodes
+    notes = study.targets(agg, rows)
+    assert any("rs_imle int8 - fp32" in s and "met (the whole CI" in s for s in notes)
+
+
+def test_int8_gap_beyond_tolerance_is_reported_missed(study, tmp_path):
+    r = np.linspace(0.2, 0.9, 30)
+    _write_run(tmp_path, "flow_matching_f1_s0", {"fp32": r, "int8": r - 0.1})
+    rows = study.collect(tmp_path)
+    notes = study.targets(study.aggregate(rows), rows)
+    assert any(s.startswith("flow_matching int8 - fp32") and s.endswith("MISSED") for s in notes)
