@@ -138,6 +138,11 @@ class Parity:
     # baselines: one network step (encoder + denoiser) in normalised units, where the limit applies;
     # the fields above are end to end through the sampler, which compounds rounding over its steps
     fp32_step_vs_torch: ErrorStats | None = None
+    # rs_imle: the fp32 generator against itself with z + latent_jitter_std * N(0, 1). A generator is steep
+    # near the borders between modes, so a tiny latent change moves some actions by percent of the range:
+    # the scale against which int8's error tail is read (the mean is what int8 itself adds)
+    fp32_latent_jitter: ErrorStats | None = None
+    latent_jitter_std: float | None = None
 
 
 @dataclass

@@ -111,6 +111,8 @@ def test_parity_report_and_int8_tolerance(imle_pkg):
     # an untrained network is a harsh case for int8 (no structure in its outputs); still small on average
     assert p.int8_vs_fp32.mean_frac_of_range < 0.03
     assert p.int8_vs_fp32.max_frac_of_range < 0.25
+    # the scale reference: the fp32 generator under a small latent change (non-zero, and small on average)
+    assert p.latent_jitter_std == 0.01 and 0 < p.fp32_latent_jitter.mean_frac_of_range < 0.05
 
 
 def test_int8_graph_runs_at_several_counts_and_is_default(imle_pkg):

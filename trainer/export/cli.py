@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  int8 vs fp32:  max {p.int8_vs_fp32.max_abs:.3g}, mean {p.int8_vs_fp32.mean_abs:.3g} raw units "
               f"({p.int8_vs_fp32.mean_frac_of_range:.2%} of range mean, {p.int8_vs_fp32.p99_frac_of_range:.2%} p99, "
               f"{p.int8_vs_fp32.max_frac_of_range:.2%} max)")
+    if p.fp32_latent_jitter is not None:
+        j = p.fp32_latent_jitter
+        print(f"  for scale, fp32 with z moved by {p.latent_jitter_std:g} x N(0, 1): {j.mean_frac_of_range:.2%} mean, "
+              f"{j.p99_frac_of_range:.2%} p99, {j.max_frac_of_range:.2%} max (the generator's own steepness)")
     return 0
 
 

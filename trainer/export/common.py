@@ -29,6 +29,7 @@ class ExportOptions:
     n_calibrate: int = 32  # observations for int8 calibration
     n_parity: int = 32  # held-out observations for the parity report
     parity_candidates: int = 8  # candidates per parity observation
+    latent_jitter_std: float = 0.01  # rs_imle parity: the fp32 generator's response to z + 0.01 N(0, 1)
     calibration_candidates: int = 8  # latents per calibration observation (ranges need variety, not volume)
     quant: QuantConfig = field(default_factory=QuantConfig)
     # rewrite the graphs for onnxruntime (trainer/export/rewrites.py; same function, 2-3x faster),

@@ -47,6 +47,12 @@ def export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
     parity = Parity(source=calib.parity.source, observations=len(parity_feeds), candidates=opt.parity_candidates,
                     tolerance_frac_of_range=opt.parity_tolerance, fp32_vs_torch=error_stats(out32, ref, low, high))
     check_fp32(parity.fp32_vs_torch, opt.parity_tolerance)
+    if opt.latent_jitter_std > 0:
+        jittered = [{**f, "z": f["z"] + opt.latent_jitter_std * rng.standard_normal(f["z"].shape, dtype=np.float32)}
+                    for f in parity_feeds]
+        out_j = np.stack([fp32.run(["actions"], f)[0] for f in jittered])
+        parity.fp32_latent_jitter = error_stats(out_j, out32, low, high)
+        parity.latent_jitter_std = opt.latent_jitter_std
     files = [file_entry(stage, "generator.onnx", "fp32", "generator", layout=layout(opt, "fp32"))]
     if opt.quantize == "int8":
         calib_feeds = [feeds_at(opt.calibration_candidates, k, calib.calibrate) for k in range(len(calib.calibrate))]
