@@ -18,6 +18,7 @@ trained checkpoint when given (--checkpoint, --parity-from), else from the rando
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -129,14 +130,17 @@ def _stats(samples: list[float]) -> tuple[float, float, float]:
 class Runner:
     """One timed configuration: a Policy (runtime) or the same network in torch eager."""
 
-    def __init__(self, job: tuple, pk: dict[str, Path], net, obs):
+    def __init__(self, job: tuple, pk: dict[str, Path], net, obs, device: str = "cpu"):
         self.method, self.engine, self.precision, self.n, self.threads, self.repeats, self.warmup = job
         self.obs, self.net, self.samples, self.i = obs, net, [], 0
+        self.device = device
         if self.engine == "onnxruntime":
             self.policy = Policy(pk[self.method], precision=self.precision, candidates=self.n,
-                                 threads=self.threads, seed=0)
+                                 threads=self.threads, seed=0, device=device)
         else:
-            self.gen = torch.Generator().manual_seed(0)
+            self.tdev = torch.device("cuda" if device != "cpu" else "cpu")
+            self.net = net if device == "cpu" else copy.deepcopy(net).to(self.tdev)
+            self.gen = torch.Generator(device=self.tdev).manual_seed(0)
         for _ in range(self.warmup):
             self.once()
 
@@ -151,9 +155,10 @@ class Runner:
         tp, a = self.net.spec.pred_horizon, self.net.spec.action_dim
         with torch.inference_mode():
             t0 = time.perf_counter()
-            z = torch.randn(self.n, tp, a, generator=self.gen)
-            cond = self.net.encode(torch.from_numpy(s)[None], None if img is None else torch.from_numpy(img)[None])
-            self.net.unnormalize_action(self.net(z, cond)).numpy()
+            z = torch.randn(self.n, tp, a, generator=self.gen, device=self.tdev)
+            cond = self.net.encode(torch.from_numpy(s)[None].to(self.tdev),
+                                   None if img is None else torch.from_numpy(img)[None].to(self.tdev))
+            self.net.unnormalize_action(self.net(z, cond)).cpu().numpy()  # .cpu() waits for the GPU
             return time.perf_counter() - t0
 
     def run(self, k: int) -> None:
@@ -250,7 +255,7 @@ def run(args) -> dict:
         # every configuration is timed in `rounds` slices, cycling through all of them, so a burst of
         # load from elsewhere on this shared machine spreads over all configurations instead of
         # landing on one (and a comparison, e.g. runtime vs torch, sees the same conditions)
-        runners = [Runner(job, pk, net, obs) for job in tqdm(jobs, desc=f"{name} warm-up", dynamic_ncols=True)]
+        runners = [Runner(job, pk, net, obs, args.device) for job in tqdm(jobs, desc=f"{name} warm-up", dynamic_ncols=True)]
         load_timing = os.getloadavg()
         total = sum(r.repeats for r in runners)
         with tqdm(total=total, desc=f"{name} timing", dynamic_ncols=True) as bar:
@@ -281,6 +286,7 @@ def run(args) -> dict:
         parity.append({"net": "trained package", "weights": str(pkg), **int8_error_from(Path(pkg))})
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": args.device,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__,
                     "loadavg_start": load0, "loadavg_end": os.getloadavg()},
@@ -445,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10, help="timed plans per configuration (N=1: 3x as many)")
     p.add_argument("--slow-repeats", type=int, default=2, help="timed plans of DDPM-100")
     p.add_argument("--rounds", type=int, default=3, help="slices the repeats are interleaved in (load spreading)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="run the networks (runtime and torch) on this device; cuda needs onnxruntime-gpu and a "
+                        "CUDA torch (a GPU machine or a Jetson); memory rows stay on the CPU")
     p.add_argument("--checkpoint", nargs="+", default=None, help="trained rs_imle checkpoint(s): int8 parity")
     p.add_argument("--parity-from", nargs="+", default=None, help="exported package(s) whose int8 parity to report")
     p.add_argument("--work-dir", default=None, help="where packages are written (default: a temporary directory)")
@@ -457,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1 or args.slow_repeats < 1 or args.rounds < 1:
         p.error("--repeats, --slow-repeats and --rounds must be positive")
+    if args.device != "cpu":  # fail before minutes of exports
+        from runtime.onnx_session import providers_for
+        try:
+            providers_for(args.device)
+        except ValueError as exc:
+            p.error(str(exc))
+        if not torch.cuda.is_available():
+            p.error("--device cuda: this torch has no CUDA (the torch eager rows run there too)")
     t0 = time.time()
     result = run(args)
     result["wall_s"] = time.time() - t0

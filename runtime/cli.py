@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="graph precision (default: int8 when the package has it)")
     p.add_argument("--candidates", type=int, default=None, help="candidates per plan (default: the package's)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1 leaves a core to the tick loop)")
+    p.add_argument("--device", choices=("cpu", "cuda", "tensorrt"), default="cpu",
+                   help="where the network runs: cpu, or a GPU (Jetson) through onnxruntime-gpu's CUDA or "
+                        "TensorRT provider; use --precision fp32 there (int8 QDQ graphs are tuned for CPUs)")
     p.add_argument("--max-steps", type=int, default=300, help="commands per episode")
     p.add_argument("--out", metavar="DIR", help="write summary.json, steps.csv, timing.png here")
     p.add_argument("--save-media", action="store_true", help="with --out: a rollout GIF per episode "
@@ -121,7 +124,8 @@ def _load_policy(args: argparse.Namespace) -> Any:
     from runtime.package import PackageError
     from runtime.policy import Policy
     try:
-        return Policy(pkg, precision=args.precision, candidates=args.candidates, threads=args.threads, seed=args.seed)
+        return Policy(pkg, precision=args.precision, candidates=args.candidates, threads=args.threads, seed=args.seed,
+                      device=args.device)
     except (PackageError, ValueError) as exc:
         raise UserError(f"cannot load {pkg}: {exc}") from None
 
@@ -219,6 +223,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary = stats.summary()
         summary.update({"package": str(Path(args.package).resolve()), "robot": args.robot,
                         "precision": policy.precision, "candidates": policy.candidates, "threads": args.threads,
+                        "device": args.device,
                         "seed": args.seed, "firmware": handle.capabilities.firmware_version})
         print(summary_table(summary))
         if stats.counters.estops:

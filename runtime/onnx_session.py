@@ -24,10 +24,33 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return so
 
 
-def make_session(path: str | Path, threads: int = 1, optimized_model_path: str | Path | None = None) -> ort.InferenceSession:
-    """A CPU session for ``path``; ``optimized_model_path`` saves the optimised graph (to inspect fusions)."""
+# device -> onnxruntime execution providers, in preference order (the CPU provider runs what the
+# accelerator's provider does not support)
+DEVICES = {"cpu": ["CPUExecutionProvider"],
+           "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],  # Jetson / desktop GPU: onnxruntime-gpu
+           "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def providers_for(device: str) -> list[str]:
+    """The providers for ``device``; ValueError naming what is missing when this onnxruntime lacks them."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    wanted = DEVICES[device]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise ValueError(f"device {device!r} needs onnxruntime's {wanted[0]}, which this onnxruntime "
+                         f"({ort.__version__}) does not have (available: {', '.join(available)}); "
+                         "install onnxruntime-gpu (or NVIDIA's wheel on a Jetson), or use the CPU")
+    return [p for p in wanted if p in available]
+
+
+def make_session(path: str | Path, threads: int = 1, optimized_model_path: str | Path | None = None,
+                 device: str = "cpu") -> ort.InferenceSession:
+    """A session for ``path`` on ``device`` (cpu | cuda | tensorrt); ``optimized_model_path`` saves the
+    optimised graph (to inspect fusions)."""
+    providers = providers_for(device)
     so = session_options(threads)
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
     ort.set_default_logger_severity(3)
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers)

@@ -352,12 +352,12 @@ class Package:
             raise PackageError(f"package {self.root.name} has no {precision} {role} graph (precisions: {have})")
         return e
 
-    def session(self, role: str, precision: str, threads: int = 1):
+    def session(self, role: str, precision: str, threads: int = 1, device: str = "cpu"):
         """An onnxruntime session for one graph, checked against the manifest's signature."""
         from runtime.onnx_session import make_session
 
         e = self.entry(role, precision)
-        sess = make_session(self.path(e), threads)
+        sess = make_session(self.path(e), threads, device=device)
         check_signature(e.name, sess.get_inputs(), sess.get_outputs(), expected_signature(self.manifest, role))
         return sess
 

@@ -35,7 +35,7 @@ def minmax_scale_offset(lo: list[float], hi: list[float]) -> tuple[np.ndarray, n
 class Policy:
     def __init__(self, package: str | Path | Package, precision: str | None = None, candidates: int | None = None,
                  threads: int = 1, seed: int = 0, temporal_consistency: bool = True,
-                 tc_reset_after: int | None = None):
+                 tc_reset_after: int | None = None, device: str = "cpu"):
         self.package = package if isinstance(package, Package) else load_package(package)
         m = self.package.manifest
         self.manifest: Manifest = m
@@ -52,16 +52,17 @@ class Policy:
         if tc_reset_after is not None and tc_reset_after < 1:
             raise ValueError(f"tc_reset_after must be >= 1 or None, got {tc_reset_after}")
         self.threads = threads
+        self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed
         self.temporal_consistency = temporal_consistency
         self.tc_reset_after = tc_reset_after
         self._rng = np.random.default_rng(seed)
         self._scale, self._offset = minmax_scale_offset(m.normalization.action.min, m.normalization.action.max)
         if m.method == "rs_imle":
-            self._gen = self.package.session("generator", precision, threads)
+            self._gen = self.package.session("generator", precision, threads, device)
         else:
-            self._enc = self.package.session("encoder", precision, threads)
-            self._den = self.package.session("denoiser", precision, threads)
+            self._enc = self.package.session("encoder", precision, threads, device)
+            self._den = self.package.session("denoiser", precision, threads, device)
             self._schedule = samplers.ddpm_schedule(m.sampler.train_steps) if m.sampler.kind in ("ddpm", "ddim") else None
         self._rest: np.ndarray | None = None  # unexecuted rest of the previous plan, raw units
         self._plans_since_reset = 0

@@ -356,3 +356,31 @@ def test_reset_with_a_seed_equals_a_fresh_policy(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
     reused.reset()  # without a seed the stream continues: different latents
     assert not np.array_equal(reused.act(obs), want[0])
+
+
+def test_device_cpu_plans_and_a_missing_accelerator_is_a_clear_error(tmp_path):
+    import onnxruntime as ort
+
+    from runtime.onnx_session import providers_for
+
+    pkg = imle_package(tmp_path / "p")
+    assert Policy(pkg, device="cpu").plan(np.zeros((TO, DS), np.float32)).shape == (TP, A)
+    with pytest.raises(ValueError, match="unknown device 'npu'"):
+        Policy(pkg, device="npu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert providers_for("cuda")[0] == "CUDAExecutionProvider"
+    else:  # the CPU-only onnxruntime of CI: the message says what to install
+        with pytest.raises(ValueError, match="onnxruntime-gpu"):
+            Policy(pkg, device="cuda")
+
+
+def test_imle_run_reports_a_missing_accelerator_without_a_traceback(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from runtime.cli import main
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    code = main([str(imle_package(tmp_path / "p")), "--robot", "emulator-lockstep", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code != 0 and "CUDAExecutionProvider" in err and "Traceback" not in err

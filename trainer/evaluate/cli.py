@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="graph to run (default: int8 when the package has it)")
     p.add_argument("--candidates", type=int, default=None, help="candidates per plan (default: the package's)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
+    p.add_argument("--device", choices=["cpu", "cuda", "tensorrt"], default="cpu",
+                   help="where the policy's network runs (cuda/tensorrt need onnxruntime-gpu; default cpu)")
     p.add_argument("--workers", type=int, default=1, help="processes over episodes (default 1)")
     p.add_argument("--no-temporal-consistency", action="store_true",
                    help="pick candidate 0 every plan instead of the one closest to the previous plan")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imle-eval: error: {exc.name} is not installed: pip install -e '.[robot,sim]'", file=sys.stderr)
         return 2
     opts = EvalOptions(episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, precision=args.precision,
-                       candidates=args.candidates, threads=args.threads,
+                       candidates=args.candidates, threads=args.threads, device=args.device,
                        temporal_consistency=not args.no_temporal_consistency, workers=args.workers,
                        gif_episodes=args.gif_episodes if args.save_media else 0, final_frames=args.save_media,
                        progress=not args.quiet)

@@ -30,6 +30,7 @@ class EvalOptions:
     precision: str | None = None  # None: the package's default (int8 when present)
     candidates: int | None = None  # None: the package's default
     threads: int = 1  # onnxruntime threads per worker
+    device: str = "cpu"  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
     temporal_consistency: bool = True
     workers: int = 1  # processes over episodes
     gif_episodes: int = 0  # record full rollouts of the first k episodes (for GIFs)
@@ -141,7 +142,7 @@ def package_factory(package, opts: EvalOptions) -> PolicyFactory:
 
     def make(seed: int):
         return Policy(package, precision=opts.precision, candidates=opts.candidates, threads=opts.threads,
-                      seed=seed, temporal_consistency=opts.temporal_consistency)
+                      seed=seed, temporal_consistency=opts.temporal_consistency, device=opts.device)
 
     return make
 
