@@ -310,6 +310,7 @@ def markdown(agg: dict) -> str:
     fracs = sorted({k[1] for k in agg})
     head = "| method | precision | " + " | ".join(f"{f:.0%} of demos" for f in fracs) + " |"
     lines = [head, "|" + "---|" * (2 + len(fracs))]
+    most = max(a["seeds"] for a in agg.values())
     for m in methods:
         for prec in PRECISIONS:
             cells = []
@@ -319,13 +320,14 @@ def markdown(agg: dict) -> str:
                     cells.append("–")
                     continue
                 ci = f" [{a['score_ci'][0]:.2f}, {a['score_ci'][1]:.2f}]" if a["score_ci"] else f" ±{a['score_std']:.2f}"
-                cells.append(f"{a['score']:.3f}{ci} / {a['success']:.0%}")
+                fewer = f" ({a['seeds']} seed{'s' if a['seeds'] > 1 else ''})" if a["seeds"] < most else ""
+                cells.append(f"{a['score']:.3f}{ci} / {a['success']:.0%}{fewer}")
             lines.append(f"| {m} | {prec} | " + " | ".join(cells) + " |")
     any_a = next(iter(agg.values()))
     lines.append("")
-    lines.append(f"cells: score (average max coverage/0.95) [95% CI] / success rate; {any_a['episodes']} episodes "
-                 f"per cell, {any_a['steps']} training steps; seeds per cell: "
-                 f"{', '.join(sorted({str(a['seeds']) for a in agg.values()}))}")
+    lines.append(f"cells: score (average max coverage/0.95, mean over training seeds) [95% CI over the pooled "
+                 f"episodes] / success rate; {any_a['episodes']} episodes per seed, {any_a['steps']} training steps; "
+                 f"{most} training seed(s) per cell unless marked")
     return "\n".join(lines)
 
 
@@ -367,10 +369,13 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
             verdict = "MISSED"
         notes.append(f"{m or 'all methods'} int8 - fp32, paired over all fractions and seeds ({n} episodes): {ci.value:+.3f} "
                      f"[{ci.low:+.3f}, {ci.high:+.3f}] -> {verdict}")
-    for (m, f, prec), a in sorted(agg.items()):
-        if prec == "int8" and (m, f, "fp32") in agg:
-            gap = a["score"] - agg[(m, f, "fp32")]["score"]
-            notes.append(f"{m} {f:.0%}: int8 - fp32 = {gap:+.3f} (one cell; its CI is about +-0.09, see the pooled lines)")
+    for (m, f, prec) in sorted(agg):
+        if prec == "int8" and (m, f, "fp32") in agg:  # paired: only the seeds evaluated in both precisions
+            ci, n = paired_difference(rows, {"method": m, "fraction": f, "precision": "int8"},
+                                      {"method": m, "fraction": f, "precision": "fp32"})
+            if ci is not None:
+                notes.append(f"{m} {f:.0%}: int8 - fp32 = {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
+                             f"({n} paired episodes; one cell, see the pooled lines)")
     return notes
 
 
