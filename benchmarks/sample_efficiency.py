@@ -257,7 +257,7 @@ def collect(runs_dir: Path) -> list[dict]:
     return rows
 
 
-def _pooled(rs: list[dict]) -> np.ndarray:
+def _episode_rewards(rs: list[dict]) -> np.ndarray:
     return np.array([v for r in rs for v in r["episodes_reward"].values()])
 
 
@@ -272,7 +272,7 @@ def aggregate(rows: list[dict]) -> dict:
     out = {}
     for key, rs in groups.items():
         one = len(rs) == 1
-        pooled = _pooled(rs)
+        pooled = _episode_rewards(rs)
         if one or len(pooled) == 0:
             score_ci = (rs[0]["score_low"], rs[0]["score_high"])
             success_ci = (rs[0]["success_low"], rs[0]["success_high"])
