@@ -133,7 +133,6 @@ class Runner:
     def __init__(self, job: tuple, pk: dict[str, Path], net, obs, device: str = "cpu"):
         self.method, self.engine, self.precision, self.n, self.threads, self.repeats, self.warmup = job
         self.obs, self.net, self.samples, self.i = obs, net, [], 0
-        self.device = device
         if self.engine == "onnxruntime":
             self.policy = Policy(pk[self.method], precision=self.precision, candidates=self.n,
                                  threads=self.threads, seed=0, device=device)
@@ -212,10 +211,14 @@ def int8_error_from(path: Path) -> dict:
             "max_frac": p.int8_vs_fp32.max_frac_of_range, "mean_frac": p.int8_vs_fp32.mean_frac_of_range,
             "p99_frac": p.int8_vs_fp32.p99_frac_of_range,
             # the generator's own steepness (fp32 under a small latent change), to read int8's tail against
-            "jitter_std": p.latent_jitter_std,
-            "jitter_mean_frac": p.fp32_latent_jitter.mean_frac_of_range if p.fp32_latent_jitter else None,
-            "jitter_p99_frac": p.fp32_latent_jitter.p99_frac_of_range if p.fp32_latent_jitter else None,
-            "jitter_max_frac": p.fp32_latent_jitter.max_frac_of_range if p.fp32_latent_jitter else None}
+            "jitter_std": p.latent_jitter_std, **_jitter(p.fp32_latent_jitter)}
+
+
+def _jitter(stats) -> dict:
+    keys = ("mean", "p99", "max")
+    if stats is None:
+        return {f"jitter_{k}_frac": None for k in keys}
+    return {f"jitter_{k}_frac": getattr(stats, f"{k}_frac_of_range") for k in keys}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -369,6 +372,26 @@ def _pct(v) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
+def _value(t: dict) -> str:
+    return f"{t['value']:.2%}" if t["unit"] == "of range" else f"{t['value']:.1f}x"
+
+
+def _memory_and_parity_tables(result: dict) -> list[str]:
+    """The tables both outputs end with: peak memory, and int8 error beside the latent-jitter scale."""
+    lines = ["", "| net | package | precision | N | peak RSS MB |", "|---|---|---|---:|---:|"]
+    for m in result["memory"]:
+        lines.append(f"| {m['net']} | {m['package']} | {m['precision']} | {m['candidates']} | {m['peak_rss_mb']:.0f} |")
+    lines += ["", "| int8 vs fp32 | weights | obs x cand. | mean | p99 | max | fp32, z + 0.01 N(0,1): mean / p99 / max |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    for p in result["parity"]:
+        w = "random" if p["weights"] == "random" else f"trained {p['trained_steps']} steps"
+        lines.append(f"| {p['net'] if p['weights'] == 'random' else p['preset'] + ' net'} | {w} | "
+                     f"{p['observations']} x {p['candidates']} | {p['mean_frac']:.2%} | {p['p99_frac']:.2%} | "
+                     f"{p['max_frac']:.2%} | {_pct(p.get('jitter_mean_frac'))} / {_pct(p.get('jitter_p99_frac'))} / "
+                     f"{_pct(p.get('jitter_max_frac'))} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = ["| net | method | engine | precision | N | threads | p50 ms | p99 ms |",
              "|---|---|---|---|---:|---:|---:|---:|"]
@@ -378,19 +401,9 @@ def markdown(result: dict) -> str:
                      f"{r['threads']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     lines += ["", "| target | net | threads | comparison | value | result |", "|---|---|---:|---|---:|---|"]
     for t in result["targets"]:
-        v = f"{t['value']:.2%}" if t["unit"] == "of range" else f"{t['value']:.1f}x"
         th = t["threads"] or "-"
-        lines.append(f"| {t['target']} | {t['net']} | {th} | {t['comparison']} | {v} | {_verdict(t)} |")
-    lines += ["", "| net | package | precision | N | peak RSS MB |", "|---|---|---|---:|---:|"]
-    for m in result["memory"]:
-        lines.append(f"| {m['net']} | {m['package']} | {m['precision']} | {m['candidates']} | {m['peak_rss_mb']:.0f} |")
-    lines += ["", "| int8 parity | weights | obs x cand. | mean error | p99 error | max error | fp32 z-jitter mean / p99 / max |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    for p in result["parity"]:
-        lines.append(f"| {p['net']} ({p['preset']}) | {p['weights']} | {p['observations']} x {p['candidates']} | "
-                     f"{p['mean_frac']:.2%} | {p['p99_frac']:.2%} | {p['max_frac']:.2%} | "
-                     f"{_pct(p.get('jitter_mean_frac'))} / {_pct(p.get('jitter_p99_frac'))} / {_pct(p.get('jitter_max_frac'))} |")
-    return "\n".join(lines)
+        lines.append(f"| {t['target']} | {t['net']} | {th} | {t['comparison']} | {_value(t)} | {_verdict(t)} |")
+    return "\n".join(lines + _memory_and_parity_tables(result))
 
 
 def doc_tables(result: dict) -> str:
@@ -422,25 +435,13 @@ def doc_tables(result: dict) -> str:
         def cell(t):
             if t is None:
                 return "-"
-            v = f"{t['value']:.2%}" if t["unit"] == "of range" else f"{t['value']:.1f}x"
-            return f"{v} {_verdict(t)}"
+            return f"{_value(t)} {_verdict(t)}"
         if 0 in by:  # not per thread count (errors)
             cells = [cell(by[0])] + [""] * (len(threads) - 1)
         else:
             cells = [cell(by.get(t)) for t in threads]
         lines.append(f"| {target} | {net} | {comp} | " + " | ".join(cells) + " |")
-    lines += ["", "| net | package | precision | N | peak RSS MB |", "|---|---|---|---:|---:|"]
-    for m in result["memory"]:
-        lines.append(f"| {m['net']} | {m['package']} | {m['precision']} | {m['candidates']} | {m['peak_rss_mb']:.0f} |")
-    lines += ["", "| int8 vs fp32 | weights | obs x cand. | mean | p99 | max | fp32, z + 0.01 N(0,1): mean / p99 / max |",
-              "|---|---|---|---:|---:|---:|---:|"]
-    for p in result["parity"]:
-        w = "random" if p["weights"] == "random" else f"trained {p['trained_steps']} steps"
-        lines.append(f"| {p['net'] if p['weights'] == 'random' else p['preset'] + ' net'} | {w} | "
-                     f"{p['observations']} x {p['candidates']} | {p['mean_frac']:.2%} | {p['p99_frac']:.2%} | "
-                     f"{p['max_frac']:.2%} | {_pct(p.get('jitter_mean_frac'))} / {_pct(p.get('jitter_p99_frac'))} / "
-                     f"{_pct(p.get('jitter_max_frac'))} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _memory_and_parity_tables(result))
 
 
 def main(argv: list[str] | None = None) -> int:

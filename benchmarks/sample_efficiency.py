@@ -319,7 +319,7 @@ def markdown(agg: dict) -> str:
                 if a is None:
                     cells.append("–")
                     continue
-                ci = f" [{a['score_ci'][0]:.2f}, {a['score_ci'][1]:.2f}]" if a["score_ci"] else f" ±{a['score_std']:.2f}"
+                ci = f" [{a['score_ci'][0]:.2f}, {a['score_ci'][1]:.2f}]"
                 fewer = f" ({a['seeds']} seed{'s' if a['seeds'] > 1 else ''})" if a["seeds"] < most else ""
                 cells.append(f"{a['score']:.3f}{ci} / {a['success']:.0%}{fewer}")
             lines.append(f"| {m} | {prec} | " + " | ".join(cells) + " |")
@@ -395,7 +395,7 @@ def plot(agg: dict, path: Path) -> None:
             xs = [f * 100 for f, _ in pts]
             ys = [a["score"] for _, a in pts]
             ax.plot(xs, ys, style, color=colors[m], label=f"{m} {prec}", alpha=1.0 if prec == "fp32" else 0.6)
-            if prec == "fp32" and all(a["score_ci"] for _, a in pts):
+            if prec == "fp32":
                 ax.fill_between(xs, [a["score_ci"][0] for _, a in pts], [a["score_ci"][1] for _, a in pts],
                                 color=colors[m], alpha=0.12)
     ax.set_xscale("log")
@@ -423,7 +423,8 @@ def stage_report(args) -> None:
     print("\n".join(notes))
     (args.out / "sample_efficiency.md").write_text(md + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (args.out / "sample_efficiency.json").write_text(json.dumps({
-        "runs": [{k: v for k, v in r.items() if k != "episodes_reward"} for r in rows], "aggregate": [{"method": k[0], "fraction": k[1], "precision": k[2], **v} for k, v in agg.items()],
+        "runs": [{k: v for k, v in r.items() if k != "episodes_reward"} for r in rows],
+        "aggregate": [{"method": k[0], "fraction": k[1], "precision": k[2], **v} for k, v in agg.items()],
         "targets": notes, "anchors": ANCHORS}, indent=1))
     plot(agg, args.out / "sample_efficiency.png")
     _log(f"report: {args.out / 'sample_efficiency.md'}, .json, .png")

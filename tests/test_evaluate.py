@@ -200,3 +200,15 @@ def test_make_eval_fn_scores_an_ema_network(tiny_buffer, tmp_path):
     result = make_eval_fn(cfg, candidates=2)(net, 7)
     assert 0.0 <= result["eval_score"] <= 1.0 and result["eval_success"] in (0.0, 1.0)
     assert result["eval_episodes"] == 1
+
+
+def test_cli_missing_accelerator_is_a_one_line_error(tiny_package, capsys):
+    import onnxruntime as ort
+
+    from trainer.evaluate.cli import main
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    assert main([str(tiny_package), "--episodes", "1", "--max-steps", "4", "--device", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imle-eval: error:") and "\n" not in err and "onnxruntime-gpu" in err
