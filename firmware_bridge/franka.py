@@ -24,8 +24,14 @@ Safety in the control loop, every 1 ms cycle:
   position-dependent velocity envelope, so the FCI's own checks (the ones that raise
   `joint_motion_generator_*` reflexes) are never the safety net;
 * a watchdog: no `send_command` (valid or not) for `watchdog_s` -> decelerate and hold;
-* each cycle continues from the commanded signal as the arm reports it (q_d, dq_d, ddq_d), like
-  libfranka's own limitRate, so a cycle the arm had to extrapolate leaves no discontinuity;
+* each cycle continues from where the arm's commanded reference is: our last command, bridged over
+  any cycle we missed the way the FCI bridges it (acceleration held, integrated), with the arm's own
+  dq_d / ddq_d when its q_d confirms that point (franka-sim re-differences a late command over the
+  cycles it answered, like libfranka's limitRate reads them). A state whose q_d is elsewhere is
+  stale (it left before our command was applied: franka-sim on a loaded machine) and is not
+  followed: continuing from it steps the command back by a cycle of motion (~300 rad/s^2 at
+  0.3 rad/s, which the FCI rejects). Measured against franka-sim with two busy loops on 2 cores:
+  0 aborts in 100 far-target motions, where re-seeding from every state aborted 5 in 120;
 * e-stop / close / parent process gone -> decelerate at SafetyConfig.stop_scale x the arm's limits,
   finish the motion; the arm then holds its position under its own controller (robot mode Idle).
 libfranka exceptions (reflexes, network loss) end the motion and mark the link unhealthy; the arm
@@ -49,6 +55,9 @@ from .protocol import PROTOCOL_VERSION, Capabilities, Fault, FaultCode, State, S
 from .robot import HandshakeError, LinkError, LinkStats, LinkTimeout
 
 DT = 0.001          # the FCI cycle: one joint command per millisecond
+MAX_LOST_CYCLES = 20  # the FCI stops a motion after this many consecutive cycles without a command
+REFERENCE_TOLERANCE = 3e-7  # rad: q_d's float32 rounding on the wire, plus a little
+VELOCITY_TOLERANCE = 1e-5   # rad/s: dq_d's float32 rounding, plus a little
 N_JOINTS = 7
 
 
@@ -252,6 +261,13 @@ class JointRateLimiter:
         self.v = np.zeros_like(self.q) if v0 is None else np.array(v0, dtype=np.float64)
         self.a = np.zeros_like(self.q) if a0 is None else np.array(a0, dtype=np.float64)
 
+    def extrapolate(self, cycles: int) -> None:
+        """Advance through `cycles` cycles the arm ran without a command from us, as the FCI does:
+        the acceleration held, velocity and position integrated (semi-implicit, like `step`)."""
+        for _ in range(max(0, cycles)):
+            self.v = self.v + self.a * self.dt
+            self.q = self.q + self.v * self.dt
+
     def step(self, target: Optional[np.ndarray]) -> np.ndarray:
         """Advance one cycle toward target (None: stop). Returns the new commanded position."""
         limits = self.limits if target is not None else self.stop_limits
@@ -277,8 +293,8 @@ class _Layout:
     # child -> parent
     C_SEQ = P_TARGET + n
     C_TIME, C_HOST_TIME, C_FLAGS, C_ACK, C_MODE = range(C_SEQ + 1, C_SEQ + 6)
-    C_CYCLES, C_LOST, C_ERRORS, C_WATCHDOG, C_CLAMPS, C_SUCCESS = range(C_SEQ + 6, C_SEQ + 12)
-    C_Q = C_SEQ + 12
+    C_CYCLES, C_LOST, C_ERRORS, C_WATCHDOG, C_CLAMPS, C_SUCCESS, C_STALE = range(C_SEQ + 6, C_SEQ + 13)
+    C_Q = C_SEQ + 13
     C_DQ = C_Q + n
     C_EE = C_DQ + n
     C_QCMD = C_EE + 3
@@ -302,6 +318,7 @@ class FrankaStats(LinkStats):
     control_errors: int = 0          # libfranka exceptions (reflexes, network, ...)
     watchdog_trips: int = 0
     limit_clamps: int = 0            # targets clamped into the joint range
+    stale_states: int = 0            # states whose q_d predated our last command (not followed)
     rejected_commands: int = 0       # refused: e-stopped, faulted, closed or non-finite
     command_success_rate: float = math.nan   # the arm's own count of commands received in time
     max_command_velocity: tuple = ()         # per joint, of the commanded signal, since connect
@@ -329,7 +346,7 @@ class _ControlLoop:
         self.last_feed_time = time.monotonic()
         self.recover_count = 0.0
         self.terminate = False
-        self.counters = dict(cycles=0, lost=0, errors=0, watchdog=0, clamps=0)
+        self.counters = dict(cycles=0, lost=0, errors=0, watchdog=0, clamps=0, stale=0)
         self.maxv = np.zeros(N_JOINTS)
         self.maxa = np.zeros(N_JOINTS)
         self.maxj = np.zeros(N_JOINTS)
@@ -365,6 +382,7 @@ class _ControlLoop:
             c = self.counters
             m[L.C_CYCLES], m[L.C_LOST], m[L.C_ERRORS] = c["cycles"], c["lost"], c["errors"]
             m[L.C_WATCHDOG], m[L.C_CLAMPS], m[L.C_SUCCESS] = c["watchdog"], c["clamps"], self.success_rate
+            m[L.C_STALE] = c["stale"]
             m[L.C_MAXV:L.C_MAXV + N_JOINTS] = self.maxv
             m[L.C_MAXA:L.C_MAXA + N_JOINTS] = self.maxa
             m[L.C_MAXJ:L.C_MAXJ + N_JOINTS] = self.maxj
@@ -462,6 +480,29 @@ class _ControlLoop:
         self.target = clamped
         self.adopted_seq = self.request["seq"]
 
+    def follow_arm_reference(self, st: Any, missed: int) -> None:
+        """Put the limiter where the arm's commanded reference is at this state (module docstring).
+
+        Where it is: our last command, bridged over the cycles we missed the way the FCI does. When
+        the state's q_d says so too (up to its float32 rounding), the arm's derivatives count: take
+        dq_d, ddq_d where they differ from ours (franka-sim re-differences a late command over the
+        cycles it answered) and keep our exact position, which is what the arm holds. When q_d is
+        elsewhere, the state is stale, or shows a provisional extrapolation over a command of ours
+        that arrived late (franka-sim then rewinds to that command; on an arm, a lost one costs at
+        most jerk * dt^3 of position): continue our own history.
+        """
+        lim = self.limiter
+        lim.extrapolate(min(missed, MAX_LOST_CYCLES))
+        q_d = np.asarray(st.q_d, dtype=np.float64)
+        if missed >= MAX_LOST_CYCLES:  # past 20 lost cycles the arm holds (or stops): follow it
+            lim.reset(q_d, st.dq_d, st.ddq_d)
+        elif np.all(np.abs(q_d - lim.q) <= REFERENCE_TOLERANCE):
+            dq_d = np.asarray(st.dq_d, dtype=np.float64)
+            if np.any(np.abs(dq_d - lim.v) > VELOCITY_TOLERANCE):
+                lim.v, lim.a = dq_d, np.array(st.ddq_d, dtype=np.float64)
+        else:
+            self.counters["stale"] += 1
+
     def run_active(self) -> None:
         """Start joint position control and stream rate-limited commands until told to stop."""
         pf = self.pf
@@ -484,7 +525,14 @@ class _ControlLoop:
         watchdog_s = self.safety.watchdog_s
         while True:
             try:
-                self.exchange(st)
+                lim = self.limiter
+                missed = max(0, int(round(dur.to_sec() / DT)) - 1)
+                self.counters["lost"] += missed
+                if first:
+                    first = False
+                else:
+                    self.follow_arm_reference(st, missed)
+                self.exchange(st)  # publishes lim.q: the arm's reference at st.time
                 now = time.monotonic()
                 r = self.request
                 if self.terminate or not self.parent_alive():
@@ -510,15 +558,6 @@ class _ControlLoop:
                     self.counters["watchdog"] += 1
                     self.report("watchdog", f"no command for {watchdog_s:.3g} s: decelerating and holding")
                 stopping = stop_reason is not None or self.mode == _Mode.HOLD
-                self.counters["lost"] += max(0, int(round(dur.to_sec() / DT)) - 1)
-                lim = self.limiter
-                if first:
-                    first = False
-                else:
-                    # Continue from the commanded signal *as the arm has it* (q_d, dq_d, ddq_d), as
-                    # libfranka's own limitRate does: after a cycle we missed, the arm extrapolated
-                    # it, and the next command is differenced against that, not against our history.
-                    lim.reset(st.q_d, st.dq_d, st.ddq_d)
                 self.prev_a[:] = lim.a
                 q_cmd = lim.step(None if stopping else self.target)
                 np.maximum(self.maxv, np.abs(lim.v), out=self.maxv)
@@ -846,7 +885,8 @@ class FrankaRobot:
             last_state_age_s=None if st is None else time.monotonic() - st.rx_time,
             mode=_Mode.NAMES[int(block[L.C_MODE])] if 0 <= int(block[L.C_MODE]) < len(_Mode.NAMES) else "?",
             control_cycles=n(L.C_CYCLES), lost_cycles=n(L.C_LOST), control_errors=n(L.C_ERRORS),
-            watchdog_trips=n(L.C_WATCHDOG), limit_clamps=n(L.C_CLAMPS), rejected_commands=self._rejected,
+            watchdog_trips=n(L.C_WATCHDOG), limit_clamps=n(L.C_CLAMPS), stale_states=n(L.C_STALE),
+            rejected_commands=self._rejected,
             command_success_rate=float(block[L.C_SUCCESS]),
             max_command_velocity=tuple(block[L.C_MAXV:L.C_MAXV + N_JOINTS]),
             max_command_acceleration=tuple(block[L.C_MAXA:L.C_MAXA + N_JOINTS]),

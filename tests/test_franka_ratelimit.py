@@ -244,8 +244,8 @@ FAKE_PF = SimpleNamespace(JointPositions=FakeJointPositions, ControllerMode=Simp
 class LoopHarness:
     """_ControlLoop in a thread of this process, with the parent side of the shared block."""
 
-    def __init__(self, safety=SafetyConfig()):
-        self.arm = FakeArm(HOME)
+    def __init__(self, safety=SafetyConfig(), arm=None):
+        self.arm = FakeArm(HOME) if arm is None else arm
         self.buf = mp.RawArray("d", _Layout.SIZE)
         self.mem = np.frombuffer(self.buf, dtype=np.float64)
         self.lock = threading.Lock()
@@ -329,6 +329,69 @@ def test_control_loop_streams_estops_and_restarts_only_on_fresh_targets():
         h.close()
     assert h.arm.finished == 2  # close() ended the second motion cleanly
     assert h.mode() == _Mode.CLOSED
+
+
+class UnevenArm(FakeArm):
+    """An arm on a loaded link, as franka-sim behaves on 2 busy cores: now and then our command misses
+    its cycle (the arm extrapolates it: acceleration held, integrated) and the next state reports
+    two cycles; now and then a state leaves before our last command was applied (q_d one cycle old)."""
+
+    def __init__(self, q0, miss_every=29, stale_every=31):
+        super().__init__(q0)
+        self.miss_every, self.stale_every = miss_every, stale_every
+        self.reads = 0
+        self.reference = [self.q.copy()]  # the arm's commanded reference, one entry per 1 ms cycle
+        self.previous = (self.q.copy(), self.dq_d.copy(), self.ddq_d.copy())
+
+    def readOnce(self):
+        self.reads += 1
+        cycles = 1
+        if self.active and self.reads % self.miss_every == 0:
+            cycles = 2
+            self.previous = (self.q.copy(), self.dq_d.copy(), self.ddq_d.copy())
+            self.dq_d = self.dq_d + self.ddq_d * DT  # the FCI's packet-loss extrapolation
+            self.q = self.q + self.dq_d * DT
+            self.reference.append(self.q.copy())
+        time.sleep(DT)
+        self.t += cycles * DT
+        st = self._state()
+        if self.reads % self.stale_every == 0:
+            q, dq, ddq = self.previous
+            st.q_d, st.dq_d, st.ddq_d = q.tolist(), dq.tolist(), ddq.tolist()
+        return st, SimpleNamespace(to_sec=lambda c=cycles: c * DT)
+
+    def writeOnce(self, command):
+        self.previous = (self.q.copy(), self.dq_d.copy(), self.ddq_d.copy())
+        super().writeOnce(command)
+        self.reference.append(self.q.copy())
+
+
+def test_control_loop_stays_smooth_through_missed_cycles_and_stale_states():
+    arm = UnevenArm(HOME)
+    h = LoopHarness(arm=arm)
+    try:
+        target = HOME.copy()
+        target[6] += 0.3
+        target[0] -= 0.2
+        h.send(target)
+        deadline = time.monotonic() + 10
+        while np.max(np.abs(arm.q - target)) > 1e-4 and time.monotonic() < deadline:
+            h.send()
+            time.sleep(0.01)
+        assert np.max(np.abs(arm.q - target)) <= 1e-4
+    finally:
+        h.close()
+    # both disturbances happened, and each stale state was recognised as one
+    assert h.mem[_Layout.C_LOST] >= 2 and h.mem[_Layout.C_STALE] >= arm.reads // arm.stale_every - 1 >= 2
+    # The arm's reference, differenced cycle by cycle the way the FCI checks it, stays in our limits:
+    # continuing from a stale q_d would step it back one cycle (accelerations ~ v / dt ~ 100s rad/s^2).
+    ref = np.array(arm.reference)
+    v = np.diff(ref, axis=0) / DT
+    a = np.diff(v, axis=0) / DT
+    assert np.all(np.abs(v) <= LIMITS.max_velocity + 1e-6)
+    stop = LIMITS.for_stopping(FR3)
+    assert np.all(np.abs(a) <= stop.max_acceleration + 1e-3), np.max(np.abs(a))
+    assert np.all(np.abs(np.diff(a, axis=0)) / DT <= stop.max_jerk * (1 + 1e-3))
 
 
 def test_control_loop_watchdog_holds_and_a_new_command_resumes():
