@@ -10,7 +10,7 @@ machines (pass --data where the replay buffer lives elsewhere), and be re-assemb
   python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se
 
 Layout: RUNS/<method>_f<fraction>_s<seed>/ {last.pt, train.json, train.log, package/, eval_fp32.json,
-eval_int8.json}. Report: a markdown table on stdout, --out/sample_efficiency.{json,md,png}.
+eval_int8.json}. Report: a markdown table on stdout, --out (default RUNS/report)/sample_efficiency.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -435,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["train", "export", "eval", "report", "all"], default="all")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "sample_efficiency")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="report files")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the report files (default RUNS_DIR/report; the study recorded in "
+                        "docs/benchmarks.md is written with --out benchmarks/results)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
     p.add_argument("--seeds", default="0", help="training seeds, comma separated (the demo subset is fixed)")
@@ -470,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
+    args.out = args.runs_dir / "report" if args.out is None else args.out  # never overwrite a recorded study by default
     args.precisions = [p for p in args.precisions.split(",") if p]
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS] + [p for p in args.precisions if p not in PRECISIONS]

@@ -78,3 +78,11 @@ def test_study_stages_run_end_to_end_on_a_tiny_buffer(study, tiny_buffer, tmp_pa
     assert ev["episodes"] == 1 and ev["package_steps"] == 2
     report = json.loads((out / "sample_efficiency.json").read_text())
     assert [(r["method"], r["precision"]) for r in report["runs"]] == [("rs_imle", "fp32")]
+
+
+def test_report_defaults_to_the_runs_folder_not_the_recorded_study(study, tmp_path):
+    r = np.linspace(0.2, 0.9, 10)
+    _write_run(tmp_path, "rs_imle_f0.1_s0", {"fp32": r})
+    assert study.main(["--stage", "report", "--runs-dir", str(tmp_path)]) in (0, None)
+    report = json.loads((tmp_path / "report" / "sample_efficiency.json").read_text())
+    assert report["runs"][0]["score"] == pytest.approx(r.mean())
