@@ -30,8 +30,8 @@ Safety in the control loop, every 1 ms cycle:
   cycles it answered, like libfranka's limitRate reads them). A state whose q_d is elsewhere is
   stale (it left before our command was applied: franka-sim on a loaded machine) and is not
   followed: continuing from it steps the command back by a cycle of motion (~300 rad/s^2 at
-  0.3 rad/s, which the FCI rejects). Measured against franka-sim with two busy loops on 2 cores:
-  0 aborts in 100 far-target motions, where re-seeding from every state aborted 5 in 120;
+  0.3 rad/s, which the FCI rejects). benchmarks/franka_sim_stress.py, two busy loops on 2 cores:
+  0 of 100 far-target motions aborted, where re-seeding from every state's q_d aborted 3 of 100;
 * e-stop / close / parent process gone -> decelerate at SafetyConfig.stop_scale x the arm's limits,
   finish the motion; the arm then holds its position under its own controller (robot mode Idle).
 libfranka exceptions (reflexes, network loss) end the motion and mark the link unhealthy; the arm

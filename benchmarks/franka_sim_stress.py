@@ -1,0 +1,107 @@
+"""How often does franka-sim abort a FrankaRobot motion when the machine is busy?
+
+Starts franka-sim (motion limits enforced, as in hil_tests/), optionally K busy-loop processes to
+load the cores, then drives N far-target joint motions (joint 7 by 0.6 rad and joint 1 by 0.2 rad,
+targets fed at 50 Hz) through FrankaRobot, each on a fresh connection. Counts the motions the
+simulator aborted (an FCI limit the commanded stream broke), the cycles the control loop lost and
+the stale states it did not follow. Prints a table, writes benchmarks/results/franka_sim_stress.json.
+
+    python benchmarks/franka_sim_stress.py --motions 100 --busy 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hil_tests"))
+J7 = 6
+
+
+def _busy() -> None:
+    while True:
+        pass
+
+
+def drive_one(host: str) -> dict:
+    from firmware_bridge.franka import FrankaRobot, SafetyConfig
+
+    robot = FrankaRobot(host, realtime=False, safety=SafetyConfig(watchdog_s=0.5))
+    robot.connect()
+    try:
+        q0 = robot.wait_state(timeout=2.0).positions.astype(np.float64)
+        goal = q0.copy()
+        goal[J7] += -0.6 if q0[J7] > 0 else 0.6
+        goal[0] += 0.2 if q0[0] < 0.5 else -0.2
+        t0 = time.monotonic()
+        reached = False
+        while time.monotonic() - t0 < 4.0 and not reached:
+            robot.send_command(goal)
+            time.sleep(0.02)
+            st = robot.latest_state()
+            reached = st is not None and float(np.max(np.abs(st.positions - goal))) < 2e-3
+        stats = robot.stats
+        return {"reached": reached, "lost_cycles": stats.lost_cycles, "stale_states": getattr(stats, "stale_states", 0),  # absent before the stale-state fix
+                "control_errors": stats.control_errors}
+    finally:
+        robot.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--motions", type=int, default=100, help="far-target motions to drive (default 100)")
+    p.add_argument("--busy", type=int, default=2, help="busy-loop processes loading the cores (default 2)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "franka_sim_stress.json")
+    args = p.parse_args(argv)
+    try:
+        from franka_fixtures import FrankaSim, FrankaSimUnavailable
+        sim = FrankaSim(enforce_motion_limits=True).start()
+    except ImportError as exc:
+        print(f"franka_sim_stress: error: {exc} (pip install 'imle-policy[franka,franka-sim]')", file=sys.stderr)
+        return 2
+    except FrankaSimUnavailable as exc:
+        print(f"franka_sim_stress: error: franka-sim cannot run here: {exc}", file=sys.stderr)
+        return 2
+    hogs = [mp.get_context("spawn").Process(target=_busy, daemon=True) for _ in range(args.busy)]
+    for h in hogs:
+        h.start()
+    results = []
+    try:
+        for i in range(args.motions):
+            before = len(sim.aborts())
+            r = drive_one(sim.host)
+            r["aborted"] = len(sim.aborts()) > before
+            results.append(r)
+            if r["aborted"]:
+                print(f"motion {i}: {sim.aborts()[-1].split('ERROR', 1)[-1].strip()}", flush=True)
+    finally:
+        for h in hogs:
+            h.terminate()
+        sim.cleanup()
+    n = len(results)
+    summary = {
+        "motions": n, "busy_loops": args.busy,
+        "aborted": sum(r["aborted"] for r in results), "reached": sum(r["reached"] for r in results),
+        "lost_cycles": sum(r["lost_cycles"] for r in results),
+        "stale_states": sum(r["stale_states"] for r in results),
+        "motions_with_lost_cycles": sum(r["lost_cycles"] > 0 for r in results),
+        "command": "python benchmarks/franka_sim_stress.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print("| motions | busy loops | aborted by franka-sim | target reached | lost cycles (motions) | stale states |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {n} | {args.busy} | {summary['aborted']} | {summary['reached']} | {summary['lost_cycles']} "
+          f"({summary['motions_with_lost_cycles']}) | {summary['stale_states']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "motions": results}, indent=1))
+    return 0 if summary["aborted"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
