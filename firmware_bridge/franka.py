@@ -481,16 +481,11 @@ class _ControlLoop:
         self.adopted_seq = self.request["seq"]
 
     def follow_arm_reference(self, st: Any, missed: int) -> None:
-        """Put the limiter where the arm's commanded reference is at this state (module docstring).
-
-        Where it is: our last command, bridged over the cycles we missed the way the FCI does. When
-        the state's q_d says so too (up to its float32 rounding), the arm's derivatives count: take
-        dq_d, ddq_d where they differ from ours (franka-sim re-differences a late command over the
-        cycles it answered) and keep our exact position, which is what the arm holds. When q_d is
-        elsewhere, the state is stale, or shows a provisional extrapolation over a command of ours
-        that arrived late (franka-sim then rewinds to that command; on an arm, a lost one costs at
-        most jerk * dt^3 of position): continue our own history.
-        """
+        """Put the limiter where the arm's commanded reference is at this state; why, in the module
+        docstring. q_d confirms our (bridged) position: keep it exact, take the arm's derivatives if
+        they differ. q_d elsewhere: a stale state, or a provisional extrapolation over a late command
+        of ours that franka-sim then rewinds to (on an arm, a lost one costs at most jerk * dt^3 of
+        position): keep our own history."""
         lim = self.limiter
         lim.extrapolate(min(missed, MAX_LOST_CYCLES))
         q_d = np.asarray(st.q_d, dtype=np.float64)
@@ -521,17 +516,13 @@ class _ControlLoop:
         self.last_feed_time = time.monotonic()
         self.feed = self.request["feed"]
         stop_reason: Optional[int] = None   # mode to enter once at rest
-        first = True
         watchdog_s = self.safety.watchdog_s
+        lim = self.limiter
         while True:
             try:
-                lim = self.limiter
                 missed = max(0, int(round(dur.to_sec() / DT)) - 1)
                 self.counters["lost"] += missed
-                if first:
-                    first = False
-                else:
-                    self.follow_arm_reference(st, missed)
+                self.follow_arm_reference(st, missed)  # a no-op on the first state: lim was just seeded from it
                 self.exchange(st)  # publishes lim.q: the arm's reference at st.time
                 now = time.monotonic()
                 r = self.request

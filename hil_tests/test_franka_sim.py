@@ -215,3 +215,21 @@ def test_estop_stops_and_holds_then_release_needs_a_fresh_command(robot, franka_
     Recorder(robot).run(lambda _: back, 3.0, rate_hz=50.0, until=lambda s: abs(s.positions[J7] - q0[J7]) < 2e-3)
     assert abs(robot.latest_state().positions[J7] - q0[J7]) < 3e-3
     assert robot.stats.control_errors == 0 and robot.healthy
+
+
+def test_stress_benchmark_counts_motions_and_writes_its_json(tmp_path):
+    """benchmarks/franka_sim_stress.py on its own franka-sim, one motion, no extra load."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "franka_sim_stress.py"
+    spec = importlib.util.spec_from_file_location("franka_sim_stress", path)
+    stress = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stress)
+    out = tmp_path / "stress.json"
+    code = stress.main(["--motions", "1", "--busy", "0", "--out", str(out)])
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["motions"] == 1 and summary["busy_loops"] == 0
+    assert code == (0 if summary["aborted"] == 0 else 1)
+    assert summary["reached"] == 1 and summary["aborted"] == 0
