@@ -185,12 +185,26 @@ def _eval_task(task: tuple) -> tuple:
     return pkg_dir, precision, result
 
 
+def _reusable_episodes(old: dict | None, eval_seed: int, steps: int) -> list:
+    """Episodes of an earlier evaluation that a new one can keep: same first environment seed and the
+    same trained package (episode i always runs environment and policy seed eval_seed + i)."""
+    from trainer.evaluate.metrics import EpisodeResult
+
+    if not old or old.get("seed") != eval_seed or old.get("package_steps") != steps:
+        return []
+    eps = sorted(old.get("per_episode", []), key=lambda r: r["episode"])
+    if [r["episode"] for r in eps] != list(range(len(eps))):
+        return []  # not a contiguous prefix: run them all again
+    return [EpisodeResult(**r) for r in eps]
+
+
 def stage_eval(runs: list[Run], args) -> None:
     from tqdm.auto import tqdm
 
     from trainer.evaluate.metrics import summarize
 
     todo: dict[tuple[str, str], Path] = {}
+    done: dict[tuple[str, str], list] = {}  # episodes an earlier evaluation of the same package already ran
     for run in runs:
         d = args.runs_dir / run.name
         if not (d / "package" / "manifest.json").exists():
@@ -202,19 +216,21 @@ def stage_eval(runs: list[Run], args) -> None:
                 _log(f"{run.name}: package has no {prec} graph, {prec} eval skipped")
                 continue
             out = d / f"eval_{prec}.json"
-            old = _read_json(out)
-            if old and old["episodes"] == args.episodes and old["seed"] == args.eval_seed and \
-                    old.get("package_steps") == _read_json(d / "train.json")["steps"]:
-                continue
+            kept = _reusable_episodes(_read_json(out), args.eval_seed, _read_json(d / "train.json")["steps"])
+            if len(kept) >= args.episodes:
+                continue  # never throw finished episodes away; a larger --episodes extends the evaluation
             todo[(str(d / "package"), prec)] = out
+            done[(str(d / "package"), prec)] = kept
     if not todo:
         _log("eval: nothing to do")
         return
-    tasks = [(pkg, prec, i, args.eval_seed, args.max_steps) for (pkg, prec) in todo for i in range(args.episodes)]
+    tasks = [(pkg, prec, i, args.eval_seed, args.max_steps) for (pkg, prec) in todo
+             for i in range(len(done[(pkg, prec)]), args.episodes)]
     # longest first: diffusion (DDPM, 100 network calls per plan) dominates the wall time
     tasks.sort(key=lambda t: "diffusion" not in t[0])
     workers = max(1, min(args.eval_workers or os.cpu_count() or 1, len(tasks)))
-    _log(f"eval: {len(todo)} (package, precision) pairs x {args.episodes} episodes on {workers} worker(s)")
+    _log(f"eval: {len(todo)} (package, precision) pairs up to {args.episodes} episodes, {len(tasks)} to run, "
+         f"on {workers} worker(s)")
     results: dict[tuple[str, str], list] = {k: [] for k in todo}
     t0 = time.time()
     ctx = mp.get_context("spawn")  # workers import onnxruntime only; never fork a process holding torch threads
@@ -222,8 +238,8 @@ def stage_eval(runs: list[Run], args) -> None:
         for pkg, prec, res in pool.imap_unordered(_eval_task, tasks, chunksize=1):
             results[(pkg, prec)].append(res)
             bar.update(1)
-            if len(results[(pkg, prec)]) == args.episodes:
-                eps = sorted(results[(pkg, prec)], key=lambda r: r.episode)
+            if len(done[(pkg, prec)]) + len(results[(pkg, prec)]) == args.episodes:
+                eps = done[(pkg, prec)] + sorted(results[(pkg, prec)], key=lambda r: r.episode)
                 s = summarize(eps)
                 d = Path(pkg).parent
                 todo[(pkg, prec)].write_text(json.dumps({
@@ -285,7 +301,7 @@ def aggregate(rows: list[dict]) -> dict:
                     "score_std": float(np.std([r["score"] for r in rs])),
                     "success": float(np.mean([r["success"] for r in rs])), "success_ci": success_ci,
                     "plan_ms": float(np.mean([r["plan_ms"] for r in rs])), "steps": rs[0]["steps"],
-                    "episodes": rs[0]["episodes"]}
+                    "episodes": min(r["episodes"] for r in rs), "episodes_max": max(r["episodes"] for r in rs)}
     return out
 
 
@@ -324,9 +340,11 @@ def markdown(agg: dict) -> str:
                 cells.append(f"{a['score']:.3f}{ci} / {a['success']:.0%}{fewer}")
             lines.append(f"| {m} | {prec} | " + " | ".join(cells) + " |")
     any_a = next(iter(agg.values()))
+    lo, hi = min(a["episodes"] for a in agg.values()), max(a["episodes_max"] for a in agg.values())
     lines.append("")
     lines.append(f"cells: score (average max coverage/0.95, mean over training seeds) [95% CI over the pooled "
-                 f"episodes] / success rate; {any_a['episodes']} episodes per seed, {any_a['steps']} training steps; "
+                 f"episodes] / success rate; {lo if lo == hi else f'{lo}-{hi}'} episodes per seed, "
+                 f"{any_a['steps']} training steps; "
                  f"{most} training seed(s) per cell unless marked")
     return "\n".join(lines)
 

@@ -79,6 +79,18 @@ def test_study_stages_run_end_to_end_on_a_tiny_buffer(study, tiny_buffer, tmp_pa
     report = json.loads((out / "sample_efficiency.json").read_text())
     assert [(r["method"], r["precision"]) for r in report["runs"]] == [("rs_imle", "fp32")]
 
+    # a larger --episodes extends the evaluation: the finished episode is kept, only the new one runs
+    common = ["--methods", "rs_imle", "--fractions", "1", "--seeds", "0", "--max-steps", "8", "--precisions",
+              "fp32", "--eval-workers", "1", "--runs-dir", str(runs)]
+    assert study.main(["--stage", "eval", "--episodes", "2", *common]) in (0, None)
+    ev2 = json.loads((runs / "rs_imle_f1_s0" / "eval_fp32.json").read_text())
+    assert ev2["episodes"] == 2 and ev2["summary"]["episodes"] == 2
+    assert ev2["per_episode"][0] == ev["per_episode"][0]  # same record, wall time included: not run again
+    assert [r["seed"] for r in ev2["per_episode"]] == [ev["seed"], ev["seed"] + 1]
+    # asking for fewer episodes than exist keeps them all
+    assert study.main(["--stage", "eval", "--episodes", "1", *common]) in (0, None)
+    assert json.loads((runs / "rs_imle_f1_s0" / "eval_fp32.json").read_text()) == ev2
+
 
 def test_report_defaults_to_the_runs_folder_not_the_recorded_study(study, tmp_path):
     r = np.linspace(0.2, 0.9, 10)
