@@ -305,10 +305,12 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
-def paired_difference(rows: list[dict], a: dict, b: dict):
+def paired_difference(rows: list[dict], a: dict, b: dict, resample_runs: bool = False):
     """Mean per-episode difference (max reward of a minus b) over the episodes both evaluated, matched on
-    the run fields neither selection fixes and on environment seed; a and b select rows by their fields."""
-    from trainer.evaluate.metrics import bootstrap_mean_ci
+    the run fields neither selection fixes and on environment seed; a and b select rows by their fields.
+    The CI resamples episodes (rollout noise), or with ``resample_runs`` the matched runs and then their
+    episodes, which adds the training-seed spread: the question "would new training runs agree"."""
+    from trainer.evaluate.metrics import bootstrap_mean_ci, two_level_bootstrap_ci
 
     free = [k for k in ("method", "fraction", "seed", "precision") if k not in a and k not in b]
 
@@ -316,9 +318,13 @@ def paired_difference(rows: list[dict], a: dict, b: dict):
         return {tuple(r[k] for k in free): r for r in rows if all(r[k] == v for k, v in sel.items())}
 
     ra, rb = pick(a), pick(b)
-    diffs = [ra[k]["episodes_reward"][s] - rb[k]["episodes_reward"][s]
-             for k in ra.keys() & rb.keys() for s in ra[k]["episodes_reward"].keys() & rb[k]["episodes_reward"].keys()]
-    return bootstrap_mean_ci(np.array(diffs)) if diffs else None, len(diffs)
+    groups = [np.array([ra[k]["episodes_reward"][s] - rb[k]["episodes_reward"][s]
+                        for s in sorted(ra[k]["episodes_reward"].keys() & rb[k]["episodes_reward"].keys())])
+              for k in sorted(ra.keys() & rb.keys())]
+    n = sum(len(g) for g in groups)
+    if n == 0:
+        return None, 0
+    return (two_level_bootstrap_ci(groups) if resample_runs else bootstrap_mean_ci(np.concatenate(groups))), n
 
 
 def markdown(agg: dict) -> str:
@@ -368,7 +374,10 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
                     ci, n = paired_difference(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
                                               {"method": m, "fraction": f, "precision": prec})
                     if ci is not None:
-                        diffs.append(f"{m} {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]")
+                        cr, _ = paired_difference(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
+                                                  {"method": m, "fraction": f, "precision": prec}, resample_runs=True)
+                        diffs.append(f"{m} {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
+                                     f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}])")
                 paired = f"; IMLE minus (paired, {n} episodes): " + ", ".join(diffs) if diffs else ""
                 notes.append(f"{f:.0%} {prec}: IMLE {imle['score']:.3f} vs diffusion {base[0]['score']:.3f}, "
                              f"flow {base[1]['score']:.3f} -> {'met' if ok else 'MISSED'}{paired}")
@@ -385,8 +394,9 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
             verdict = "not shown (the mean is within +-0.02, the CI is wider)"
         else:
             verdict = "MISSED"
+        cr, _ = paired_difference(rows, {**sel, "precision": "int8"}, {**sel, "precision": "fp32"}, resample_runs=True)
         notes.append(f"{m or 'all methods'} int8 - fp32, paired over all fractions and seeds ({n} episodes): {ci.value:+.3f} "
-                     f"[{ci.low:+.3f}, {ci.high:+.3f}] -> {verdict}")
+                     f"[{ci.low:+.3f}, {ci.high:+.3f}] (runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]) -> {verdict}")
     for (m, f, prec) in sorted(agg):
         if prec == "int8" and (m, f, "fp32") in agg:  # paired: only the seeds evaluated in both precisions
             ci, n = paired_difference(rows, {"method": m, "fraction": f, "precision": "int8"},

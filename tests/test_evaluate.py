@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluate.history import ObservationHistory
-from trainer.evaluate.metrics import EpisodeResult, bootstrap_mean_ci, summarize, wilson_ci
+from trainer.evaluate.metrics import EpisodeResult, bootstrap_mean_ci, summarize, two_level_bootstrap_ci, wilson_ci
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -28,6 +28,20 @@ def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
     assert a.high - a.low == pytest.approx(2 * 1.96 * x.std() / math.sqrt(50), rel=0.2)  # ~ normal theory
     c = bootstrap_mean_ci(np.ones(7))
     assert c.value == c.low == c.high == 1.0
+
+
+def test_two_level_bootstrap_carries_the_spread_between_groups():
+    rng = np.random.default_rng(1)
+    # four training runs whose true means differ (0, 0.05, 0.15, 0.2), 50 noisy episodes each
+    groups = [m + rng.normal(0, 0.01, 50) for m in (0.0, 0.05, 0.15, 0.2)]
+    flat, two = bootstrap_mean_ci(np.concatenate(groups)), two_level_bootstrap_ci(groups)
+    assert two.value == pytest.approx(flat.value) and two.low < 0.1 < two.high
+    assert (two.high - two.low) > 5 * (flat.high - flat.low)  # 4 runs, not 200 independent episodes
+    assert two == two_level_bootstrap_ci(groups)
+    one = two_level_bootstrap_ci(groups[:1])  # one run: only its episodes vary
+    assert one.high - one.low == pytest.approx(bootstrap_mean_ci(groups[0]).high - bootstrap_mean_ci(groups[0]).low,
+                                               rel=0.15)
+    assert math.isnan(two_level_bootstrap_ci([]).value)
 
 
 def test_summary_score_and_success():

@@ -37,6 +37,26 @@ def bootstrap_mean_ci(x: np.ndarray, resamples: int = 10000, seed: int = 0, leve
     return Interval(float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 
 
+def two_level_bootstrap_ci(groups: list[np.ndarray], resamples: int = 10000, seed: int = 0,
+                           level: float = 0.95) -> Interval:
+    """Mean of all values with a CI that resamples the groups (e.g. training runs) and then the values
+    within each drawn group (episodes): it carries the run-to-run spread that an episode bootstrap of
+    the pooled values leaves out."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    if not groups:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    sums = np.empty((resamples, len(groups)))
+    for i, g in enumerate(groups):  # per group: the sum of a within-group resample, for every replicate
+        sums[:, i] = g[rng.integers(0, len(g), size=(resamples, len(g)))].sum(axis=1)
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    pick = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    means = np.take_along_axis(sums, pick, axis=1).sum(axis=1) / sizes[pick].sum(axis=1)
+    a = (1 - level) / 2
+    pooled = np.concatenate(groups)
+    return Interval(float(pooled.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
+
+
 def wilson_ci(successes: int, n: int, z: float = Z95) -> Interval:
     """Rate with the Wilson score interval."""
     if n == 0:
