@@ -50,6 +50,7 @@ def test_lockstep_actions_equal_in_process_evaluation(tiny_package, tmp_path, ru
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "lockstep"
+    assert summary["temporal_consistency"] and summary["tc_reset_after"] == 5  # the package's, as in-process
     c = summary["counters"]
     assert c["clipped"] == 0 and c["rate_limited"] == 0 and c["nan_blocked"] == 0 and c["held_ticks"] == 0
     remote = read_commands(out / "steps.csv")

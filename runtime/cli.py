@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("int8", "fp32"), default=None,
                    help="graph precision (default: int8 when the package has it)")
     p.add_argument("--candidates", type=int, default=None, help="candidates per plan (default: the package's)")
+    p.add_argument("--no-temporal-consistency", action="store_true",
+                   help="execute candidate 0 of every plan instead of the one closest to the previous plan")
+    p.add_argument("--tc-reset-after", type=int, default=None, metavar="N",
+                   help="re-draw the temporal-consistency reference every N plans (0: never; default: the package's)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (1 leaves a core to the tick loop)")
     p.add_argument("--device", choices=("cpu", "cuda", "tensorrt"), default="cpu",
                    help="where the network runs: cpu, or a GPU (Jetson) through onnxruntime-gpu's CUDA or "
@@ -125,7 +129,8 @@ def _load_policy(args: argparse.Namespace) -> Any:
     from runtime.policy import Policy
     try:
         return Policy(pkg, precision=args.precision, candidates=args.candidates, threads=args.threads, seed=args.seed,
-                      device=args.device)
+                      temporal_consistency=False if args.no_temporal_consistency else None,
+                      tc_reset_after=args.tc_reset_after, device=args.device)
     except (PackageError, ValueError) as exc:
         raise UserError(f"cannot load {pkg}: {exc}") from None
 
@@ -223,7 +228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary = stats.summary()
         summary.update({"package": str(Path(args.package).resolve()), "robot": args.robot,
                         "precision": policy.precision, "candidates": policy.candidates, "threads": args.threads,
-                        "device": args.device,
+                        "temporal_consistency": policy.temporal_consistency,
+                        "tc_reset_after": policy.tc_reset_after or 0, "device": args.device,
                         "seed": args.seed, "firmware": handle.capabilities.firmware_version})
         print(summary_table(summary))
         if stats.counters.estops:

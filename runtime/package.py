@@ -52,11 +52,19 @@ class Horizons:
     action: int  # Ta: steps executed per plan
 
 
+# what new RS-IMLE packages are exported with: IMLE Policy's Push-T evaluation re-draws the
+# temporal-consistency reference every 5 plans (measured here in docs/benchmarks.md, "Sample efficiency")
+TC_RESET_AFTER = 5
+
+
 @dataclass
 class ControlSpec:
     period_s: float
     candidates: int = 32
     temporal_consistency: bool = True
+    # plans between re-draws of the temporal-consistency reference (a random candidate), so the policy
+    # can leave a mode it has committed to; 0 = never (packages exported before this field)
+    tc_reset_after: int = 0
 
 
 @dataclass

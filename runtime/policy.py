@@ -34,7 +34,7 @@ def minmax_scale_offset(lo: list[float], hi: list[float]) -> tuple[np.ndarray, n
 
 class Policy:
     def __init__(self, package: str | Path | Package, precision: str | None = None, candidates: int | None = None,
-                 threads: int = 1, seed: int = 0, temporal_consistency: bool = True,
+                 threads: int = 1, seed: int = 0, temporal_consistency: bool | None = None,
                  tc_reset_after: int | None = None, device: str = "cpu"):
         self.package = package if isinstance(package, Package) else load_package(package)
         m = self.package.manifest
@@ -49,13 +49,18 @@ class Policy:
         self.candidates = int(candidates if candidates is not None else m.control.candidates)
         if self.candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
-        if tc_reset_after is not None and tc_reset_after < 1:
-            raise ValueError(f"tc_reset_after must be >= 1 or None, got {tc_reset_after}")
+        # None: the package's control settings; tc_reset_after 0 = never re-draw
+        if temporal_consistency is None:
+            temporal_consistency = m.control.temporal_consistency
+        if tc_reset_after is None:
+            tc_reset_after = m.control.tc_reset_after
+        if tc_reset_after < 0:
+            raise ValueError(f"tc_reset_after must be >= 0 (0: never), got {tc_reset_after}")
         self.threads = threads
         self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed
         self.temporal_consistency = temporal_consistency
-        self.tc_reset_after = tc_reset_after
+        self.tc_reset_after = tc_reset_after or None
         self._rng = np.random.default_rng(seed)
         self._scale, self._offset = minmax_scale_offset(m.normalization.action.min, m.normalization.action.max)
         if m.method == "rs_imle":

@@ -188,6 +188,18 @@ def test_cli_writes_json_csv_and_media(tiny_package, tmp_path, capsys):
     assert (out / "rollout_000.gif").stat().st_size > 0 and (out / "final_frames.png").stat().st_size > 0
 
 
+def test_cli_records_the_package_selection_settings_and_overrides(tiny_package, tmp_path, capsys):
+    from trainer.evaluate.cli import main
+
+    for extra, want, line in (([], (True, 5), "temporal consistency on, re-drawn every 5 plans"),
+                              (["--tc-reset-after", "0"], (True, 0), "temporal consistency on\n")):
+        out = tmp_path / f"eval{len(extra)}"
+        assert main([str(tiny_package), "--episodes", "1", "--max-steps", "4", "--out", str(out), "--quiet", *extra]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        assert (s["temporal_consistency"], s["options"]["tc_reset_after"]) == want  # 5: the exporter's default
+        assert line in capsys.readouterr().out
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from trainer.evaluate.cli import main
 

@@ -92,7 +92,7 @@ def test_manifest_fields(imle_pkg, buffer_path):
     assert raw["action"]["names"] == ["target_x", "target_y"]
     assert raw["action"]["low"] == pytest.approx(ACTION_MIN) and raw["action"]["high"] == pytest.approx(ACTION_MAX)
     assert raw["horizons"] == {"obs": TO, "pred": TP, "action": TA}
-    assert raw["control"] == {"period_s": 0.1, "candidates": 32, "temporal_consistency": True}
+    assert raw["control"] == {"period_s": 0.1, "candidates": 32, "temporal_consistency": True, "tc_reset_after": 5}
     assert raw["latent_shape"] == [TP, 2]
     assert raw["normalization"]["state"]["min"] == pytest.approx(STATE_MIN)
     files = {(f["role"], f["precision"]): f for f in raw["files"]}

@@ -190,6 +190,29 @@ def test_reset_and_tc_reset_after_forget_the_previous_plan(tmp_path):
     assert not np.array_equal(pol.last_plan, z_before)  # reset does not reseed
 
 
+def test_selection_settings_come_from_the_package_unless_given(tmp_path):
+    pkg = imle_package(tmp_path / "p")
+    raw = json.loads((pkg / "manifest.json").read_text())
+    assert "tc_reset_after" in raw["control"]
+    raw["control"].pop("tc_reset_after")  # a package exported before the field: never re-drawn
+    (pkg / "manifest.json").write_text(json.dumps(raw))
+    old = Policy(pkg)
+    assert old.temporal_consistency and old.tc_reset_after is None
+    raw["control"].update(tc_reset_after=3, temporal_consistency=True)
+    (pkg / "manifest.json").write_text(json.dumps(raw))
+    pol = Policy(pkg)
+    assert pol.tc_reset_after == 3
+    for _ in range(7):
+        pol.act(OBS)
+        assert (pol.last_plan_info["distance"] is None) == (pol._plans_since_reset == 1)  # re-drawn every 3
+    assert Policy(pkg, tc_reset_after=0).tc_reset_after is None  # the caller overrides: never
+    raw["control"]["temporal_consistency"] = False
+    (pkg / "manifest.json").write_text(json.dumps(raw))
+    assert not Policy(pkg).temporal_consistency and Policy(pkg, temporal_consistency=True).temporal_consistency
+    with pytest.raises(ValueError, match="tc_reset_after"):
+        Policy(pkg, tc_reset_after=-1)
+
+
 def test_seeded_runs_are_identical(tmp_path):
     pkg = imle_package(tmp_path / "p")
     a = [Policy(pkg, seed=5).act(OBS) for _ in range(2)]

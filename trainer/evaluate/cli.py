@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes over episodes (default 1)")
     p.add_argument("--no-temporal-consistency", action="store_true",
                    help="pick candidate 0 every plan instead of the one closest to the previous plan")
+    p.add_argument("--tc-reset-after", type=int, default=None, metavar="N",
+                   help="re-draw the temporal-consistency reference every N plans (0: never; default: the package's)")
     p.add_argument("--out", default=None, help="write summary.json, episodes.csv (and media) here")
     p.add_argument("--save-media", action="store_true",
                    help="GIFs of the first --gif-episodes rollouts and a PNG grid of all final frames (needs --out)")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = EvalOptions(episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, precision=args.precision,
                        candidates=args.candidates, threads=args.threads, device=args.device,
-                       temporal_consistency=not args.no_temporal_consistency, workers=args.workers,
+                       temporal_consistency=False if args.no_temporal_consistency else None,
+                       tc_reset_after=args.tc_reset_after, workers=args.workers,
                        gif_episodes=args.gif_episodes if args.save_media else 0, final_frames=args.save_media,
                        progress=not args.quiet)
     try:

@@ -8,6 +8,13 @@ from pathlib import Path
 from trainer.evaluate.rollout import EvalReport
 
 
+def _tc(report: EvalReport) -> str:
+    if not report.temporal_consistency:
+        return "off"
+    n = report.options.tc_reset_after
+    return f"on, re-drawn every {n} plans" if n else "on"
+
+
 def table(report: EvalReport, per_episode: bool = True) -> str:
     lines = []
     if per_episode:
@@ -19,7 +26,7 @@ def table(report: EvalReport, per_episode: bool = True) -> str:
     s = report.summary
     lines += [
         f"package {report.package}: {report.method}, {report.precision}, {report.candidates} candidate(s), "
-        f"temporal consistency {'on' if report.temporal_consistency else 'off'}",
+        f"temporal consistency {_tc(report)}",
         f"{'metric':<34} {'value':>7}   95% CI",
         f"{'score (average max coverage/0.95)':<34} {s.score.value:>7.3f}   [{s.score.low:.3f}, {s.score.high:.3f}] (bootstrap)",
         f"{'success rate (coverage > 0.95)':<34} {s.success.value:>7.3f}   [{s.success.low:.3f}, {s.success.high:.3f}] (Wilson)",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,7 +31,8 @@ class EvalOptions:
     candidates: int | None = None  # None: the package's default
     threads: int = 1  # onnxruntime threads per worker
     device: str = "cpu"  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
-    temporal_consistency: bool = True
+    temporal_consistency: bool | None = None  # None: the package's
+    tc_reset_after: int | None = None  # None: the package's; 0 = never
     workers: int = 1  # processes over episodes
     gif_episodes: int = 0  # record full rollouts of the first k episodes (for GIFs)
     final_frames: bool = False  # keep the last frame of every episode (for the PNG grid)
@@ -142,7 +143,8 @@ def package_factory(package, opts: EvalOptions) -> PolicyFactory:
 
     def make(seed: int):
         return Policy(package, precision=opts.precision, candidates=opts.candidates, threads=opts.threads,
-                      seed=seed, temporal_consistency=opts.temporal_consistency, device=opts.device)
+                      seed=seed, temporal_consistency=opts.temporal_consistency,
+                      tc_reset_after=opts.tc_reset_after, device=opts.device)
 
     return make
 
@@ -176,6 +178,8 @@ def evaluate_package(package_path: str | Path, opts: EvalOptions | None = None) 
     t0 = time.perf_counter()
     pkg = load_package(package_path)
     probe = package_factory(pkg, opts)(opts.seed)  # fails fast on a bad precision / candidate count
+    # record what runs: the package's selection settings where the options left them open
+    opts = replace(opts, temporal_consistency=probe.temporal_consistency, tc_reset_after=probe.tc_reset_after or 0)
     shape = _image_shape(pkg)
     bar = tqdm(total=opts.episodes, desc=f"eval {pkg.root.name}", unit="ep", disable=not opts.progress,
                dynamic_ncols=True)
@@ -198,7 +202,7 @@ def evaluate_package(package_path: str | Path, opts: EvalOptions | None = None) 
     results = [r for r, _ in out]
     media = {r.episode: m for r, m in out if m.frames or m.final is not None}
     return EvalReport(package=str(package_path), method=pkg.manifest.method, precision=probe.precision,
-                      candidates=probe.candidates, temporal_consistency=opts.temporal_consistency, options=opts,
+                      candidates=probe.candidates, temporal_consistency=probe.temporal_consistency, options=opts,
                       results=results, summary=summarize(results), media=media, wall_s=time.perf_counter() - t0)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runtime.package import TC_RESET_AFTER
+
 EPILOG = """\
 examples:
   imle-export runs/pusht-state/last.pt --out exported_models/pusht-state --quantize int8
@@ -25,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="package name (default: the --out directory's name)")
     p.add_argument("--candidates", type=int, default=32, help="default candidate count in the manifest (IMLE)")
     p.add_argument("--no-temporal-consistency", action="store_true", help="manifest default: plain random draw")
+    p.add_argument("--tc-reset-after", type=int, default=TC_RESET_AFTER, metavar="N",
+                   help="manifest default: re-draw the temporal-consistency reference every N plans "
+                        "(0: never; default %(default)s, as IMLE Policy's evaluation)")
     p.add_argument("--sampler", choices=["ddpm", "ddim", "euler"], default=None,
                    help="baselines: sampler (default ddpm for diffusion, euler for flow matching)")
     p.add_argument("--sampler-steps", type=int, default=None, help="baselines: sampler steps (ddpm: 100)")
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.candidates < 1 or args.calibration_obs < 1 or args.parity_obs < 1:
             raise ValueError("--candidates, --calibration-obs and --parity-obs must be positive")
+        if args.tc_reset_after < 0:
+            raise ValueError("--tc-reset-after must be >= 0 (0: never)")
         sampler = None
         if args.sampler or args.sampler_steps:
             kind = args.sampler or "ddpm"
@@ -59,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("DDPM runs all 100 train steps; use --sampler ddim for fewer")
             sampler = SamplerSpec(kind, steps, prediction="velocity" if kind == "euler" else "epsilon")
         opt = ExportOptions(quantize=args.quantize, name=args.name, candidates=args.candidates,
-                            temporal_consistency=not args.no_temporal_consistency, sampler=sampler,
+                            temporal_consistency=not args.no_temporal_consistency,
+                            tc_reset_after=args.tc_reset_after, sampler=sampler,
                             data_path=args.data, n_calibrate=args.calibration_obs, n_parity=args.parity_obs,
                             use_ema=not args.no_ema, progress=not args.no_progress)
         out = export_package(args.checkpoint, args.out, calibration="random" if args.random_calibration else None,

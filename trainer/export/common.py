@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from runtime.package import ErrorStats, SamplerSpec
+from runtime.package import TC_RESET_AFTER, ErrorStats, SamplerSpec
 from trainer.export.observations import ObservationSet
 from trainer.export.onnx_export import ExportError, GraphSpec, export_graph
 from trainer.export.quantize import QuantConfig, quantize_int8
@@ -23,6 +23,7 @@ class ExportOptions:
     name: str | None = None  # default: the output directory's name
     candidates: int = 32  # default candidate count written to the manifest
     temporal_consistency: bool = True
+    tc_reset_after: int = TC_RESET_AFTER  # plans between re-draws of the selection reference (0: never)
     sampler: SamplerSpec | None = None  # baselines; default DDPM-100 (diffusion), Euler-1 (flow matching)
     data_path: str | None = None  # override the checkpoint's dataset path (calibration and parity)
     parity_tolerance: float = 1e-4  # fp32 ONNX vs torch, as a fraction of the action range
