@@ -6,7 +6,9 @@ IMLE (``rs_imle``) packages generate all candidates in one batched session call.
 
 Selection (IMLE Policy's temporal consistency): among finite candidates, keep the one whose first
 L steps from the current time (index To-1) are closest, in normalised units, to the unexecuted rest
-of the previous plan (L steps). Without a previous plan, candidate 0 (a random draw) is used.
+of the previous plan (L steps). Without a previous plan, candidate 0 (a random draw) is used; the
+previous plan is forgotten every ``tc_reset_after`` plans (the package's control setting), so the
+policy can leave a mode that has stopped making progress.
 """
 from __future__ import annotations
 
