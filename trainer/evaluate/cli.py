@@ -10,6 +10,7 @@ examples:
   imle-eval PKG --precision fp32 --workers 2 --out results/pkg-fp32
   imle-eval PKG --episodes 10 --save-media --out results/media  # GIFs + a PNG grid of final frames
   imle-eval PKG --candidates 1 --no-temporal-consistency        # ablations
+  imle-eval PKG --tc-reset-after 0                              # never re-draw the selection reference
 
 Metrics: per episode the maximum of gym-pusht's reward clip(coverage/0.95, 0, 1); over episodes the
 score (average of that maximum, "average max overlap") with a bootstrap 95% CI and the success rate
