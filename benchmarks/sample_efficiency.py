@@ -203,8 +203,8 @@ def stage_eval(runs: list[Run], args) -> None:
 
     from trainer.evaluate.metrics import summarize
 
-    todo: dict[tuple[str, str], Path] = {}
-    done: dict[tuple[str, str], list] = {}  # episodes an earlier evaluation of the same package already ran
+    # (package, precision) -> (its eval file, the episodes an earlier evaluation of it already ran)
+    todo: dict[tuple[str, str], tuple[Path, list]] = {}
     for run in runs:
         d = args.runs_dir / run.name
         if not (d / "package" / "manifest.json").exists():
@@ -219,13 +219,12 @@ def stage_eval(runs: list[Run], args) -> None:
             kept = _reusable_episodes(_read_json(out), args.eval_seed, _read_json(d / "train.json")["steps"])
             if len(kept) >= args.episodes:
                 continue  # never throw finished episodes away; a larger --episodes extends the evaluation
-            todo[(str(d / "package"), prec)] = out
-            done[(str(d / "package"), prec)] = kept
+            todo[(str(d / "package"), prec)] = (out, kept)
     if not todo:
         _log("eval: nothing to do")
         return
-    tasks = [(pkg, prec, i, args.eval_seed, args.max_steps) for (pkg, prec) in todo
-             for i in range(len(done[(pkg, prec)]), args.episodes)]
+    tasks = [(pkg, prec, i, args.eval_seed, args.max_steps) for (pkg, prec), (_, kept) in todo.items()
+             for i in range(len(kept), args.episodes)]
     # longest first: diffusion (DDPM, 100 network calls per plan) dominates the wall time
     tasks.sort(key=lambda t: "diffusion" not in t[0])
     workers = max(1, min(args.eval_workers or os.cpu_count() or 1, len(tasks)))
@@ -238,11 +237,12 @@ def stage_eval(runs: list[Run], args) -> None:
         for pkg, prec, res in pool.imap_unordered(_eval_task, tasks, chunksize=1):
             results[(pkg, prec)].append(res)
             bar.update(1)
-            if len(done[(pkg, prec)]) + len(results[(pkg, prec)]) == args.episodes:
-                eps = done[(pkg, prec)] + sorted(results[(pkg, prec)], key=lambda r: r.episode)
+            out, kept = todo[(pkg, prec)]
+            if len(kept) + len(results[(pkg, prec)]) == args.episodes:
+                eps = kept + sorted(results[(pkg, prec)], key=lambda r: r.episode)
                 s = summarize(eps)
                 d = Path(pkg).parent
-                todo[(pkg, prec)].write_text(json.dumps({
+                out.write_text(json.dumps({
                     "run": d.name, "precision": prec, "episodes": args.episodes, "seed": args.eval_seed,
                     "package_steps": _read_json(d / "train.json")["steps"], "summary": s.to_dict(),
                     "per_episode": [r.to_dict() for r in eps]}, indent=1))
@@ -305,26 +305,40 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
-def paired_difference(rows: list[dict], a: dict, b: dict, resample_runs: bool = False):
-    """Mean per-episode difference (max reward of a minus b) over the episodes both evaluated, matched on
-    the run fields neither selection fixes and on environment seed; a and b select rows by their fields.
-    The CI resamples episodes (rollout noise), or with ``resample_runs`` the matched runs and then their
-    episodes, which adds the training-seed spread: the question "would new training runs agree"."""
-    from trainer.evaluate.metrics import bootstrap_mean_ci, two_level_bootstrap_ci
-
+def paired_groups(rows: list[dict], a: dict, b: dict) -> list[np.ndarray]:
+    """Per-episode differences (max reward of a minus b), one array per matched run pair: runs matched on
+    the fields neither selection fixes, episodes on environment seed; a and b select rows by their fields."""
     free = [k for k in ("method", "fraction", "seed", "precision") if k not in a and k not in b]
 
     def pick(sel):
         return {tuple(r[k] for k in free): r for r in rows if all(r[k] == v for k, v in sel.items())}
 
     ra, rb = pick(a), pick(b)
-    groups = [np.array([ra[k]["episodes_reward"][s] - rb[k]["episodes_reward"][s]
-                        for s in sorted(ra[k]["episodes_reward"].keys() & rb[k]["episodes_reward"].keys())])
-              for k in sorted(ra.keys() & rb.keys())]
+    return [np.array([ra[k]["episodes_reward"][s] - rb[k]["episodes_reward"][s]
+                      for s in sorted(ra[k]["episodes_reward"].keys() & rb[k]["episodes_reward"].keys())])
+            for k in sorted(ra.keys() & rb.keys())]
+
+
+def paired_difference(rows: list[dict], a: dict, b: dict, resample_runs: bool = False):
+    """Mean paired difference of a minus b (:func:`paired_groups`) and the number of paired episodes. The
+    CI resamples episodes (rollout noise), or with ``resample_runs`` the matched runs and then their
+    episodes, which adds the training-seed spread: the question "would new training runs agree"."""
+    groups = paired_groups(rows, a, b)
     n = sum(len(g) for g in groups)
-    if n == 0:
-        return None, 0
-    return (two_level_bootstrap_ci(groups) if resample_runs else bootstrap_mean_ci(np.concatenate(groups))), n
+    return (_mean_ci(groups, resample_runs), n) if n else (None, 0)
+
+
+def paired_cis(rows: list[dict], a: dict, b: dict):
+    """(episode CI, run-and-episode CI, paired episodes) of a minus b, from one pairing."""
+    groups = paired_groups(rows, a, b)
+    n = sum(len(g) for g in groups)
+    return (_mean_ci(groups, False), _mean_ci(groups, True), n) if n else (None, None, 0)
+
+
+def _mean_ci(groups: list[np.ndarray], resample_runs: bool):
+    from trainer.evaluate.metrics import bootstrap_mean_ci, two_level_bootstrap_ci
+
+    return two_level_bootstrap_ci(groups) if resample_runs else bootstrap_mean_ci(np.concatenate(groups))
 
 
 def markdown(agg: dict) -> str:
@@ -371,11 +385,9 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
                 ok = all(round(imle["score"], 3) >= round(b["score"], 3) for b in base)  # as printed
                 diffs = []
                 for m in ("diffusion", "flow_matching"):
-                    ci, n = paired_difference(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
-                                              {"method": m, "fraction": f, "precision": prec})
+                    ci, cr, n = paired_cis(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
+                                           {"method": m, "fraction": f, "precision": prec})
                     if ci is not None:
-                        cr, _ = paired_difference(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
-                                                  {"method": m, "fraction": f, "precision": prec}, resample_runs=True)
                         diffs.append(f"{m} {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
                                      f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}])")
                 paired = f"; IMLE minus (paired, {n} episodes): " + ", ".join(diffs) if diffs else ""
@@ -385,7 +397,7 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
     # seeds the paired difference can show whether int8 costs more than the tolerance
     for m in (*METHODS, None):
         sel = {"method": m} if m else {}
-        ci, n = paired_difference(rows, {**sel, "precision": "int8"}, {**sel, "precision": "fp32"})
+        ci, cr, n = paired_cis(rows, {**sel, "precision": "int8"}, {**sel, "precision": "fp32"})
         if ci is None:
             continue
         if -INT8_TOLERANCE <= ci.low and ci.high <= INT8_TOLERANCE:
@@ -394,7 +406,6 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
             verdict = "not shown (the mean is within +-0.02, the CI is wider)"
         else:
             verdict = "MISSED"
-        cr, _ = paired_difference(rows, {**sel, "precision": "int8"}, {**sel, "precision": "fp32"}, resample_runs=True)
         notes.append(f"{m or 'all methods'} int8 - fp32, paired over all fractions and seeds ({n} episodes): {ci.value:+.3f} "
                      f"[{ci.low:+.3f}, {ci.high:+.3f}] (runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]) -> {verdict}")
     for (m, f, prec) in sorted(agg):

@@ -229,7 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary.update({"package": str(Path(args.package).resolve()), "robot": args.robot,
                         "precision": policy.precision, "candidates": policy.candidates, "threads": args.threads,
                         "temporal_consistency": policy.temporal_consistency,
-                        "tc_reset_after": policy.tc_reset_after or 0, "device": args.device,
+                        "tc_reset_after": policy.tc_reset_after, "device": args.device,
                         "seed": args.seed, "firmware": handle.capabilities.firmware_version})
         print(summary_table(summary))
         if stats.counters.estops:

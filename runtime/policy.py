@@ -62,7 +62,7 @@ class Policy:
         self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed
         self.temporal_consistency = temporal_consistency
-        self.tc_reset_after = tc_reset_after or None
+        self.tc_reset_after = int(tc_reset_after)  # 0: never
         self._rng = np.random.default_rng(seed)
         self._scale, self._offset = minmax_scale_offset(m.normalization.action.min, m.normalization.action.max)
         if m.method == "rs_imle":
@@ -166,7 +166,7 @@ class Policy:
         """Generate N candidates, select one, remember its unexecuted rest; the chunk [Tp, A] raw."""
         t0 = time.perf_counter()
         feeds = self._feeds(obs_state, obs_image)
-        if self.tc_reset_after is not None and self._plans_since_reset >= self.tc_reset_after:
+        if self.tc_reset_after and self._plans_since_reset >= self.tc_reset_after:
             self._rest, self._plans_since_reset = None, 0  # periodic re-draw: lets the policy switch modes
         cands = self._generate(feeds)
         finite = np.isfinite(cands).reshape(len(cands), -1).all(axis=1)  # the NaN/inf guard

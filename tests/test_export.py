@@ -172,10 +172,17 @@ def test_cli_exports_a_checkpoint_file(buffer_path, tmp_path, capsys):
     ckpt = tmp_path / "last.pt"
     torch.save(tiny_state(buffer_path), ckpt)
     rc = export_main([str(ckpt), "--out", str(tmp_path / "pkg"), "--parity-obs", "4", "--calibration-obs", "4",
-                      "--no-progress", "--candidates", "16"])
+                      "--no-progress", "--candidates", "16", "--tc-reset-after", "3"])
     assert rc == 0, capsys.readouterr().err
     assert load_package(tmp_path / "pkg").manifest.control.candidates == 16
+    assert load_package(tmp_path / "pkg").manifest.control.tc_reset_after == 3
     assert "fp32 vs torch" in capsys.readouterr().out
+
+
+def test_cli_negative_tc_reset_after_is_one_line(tmp_path, capsys):
+    assert export_main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"), "--tc-reset-after", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imle-export: error:") and "--tc-reset-after" in err and "\n" not in err
 
 
 def test_cli_refuses_to_overwrite_a_non_package(buffer_path, tmp_path, capsys):

@@ -197,7 +197,7 @@ def test_selection_settings_come_from_the_package_unless_given(tmp_path):
     raw["control"].pop("tc_reset_after")  # a package exported before the field: never re-drawn
     (pkg / "manifest.json").write_text(json.dumps(raw))
     old = Policy(pkg)
-    assert old.temporal_consistency and old.tc_reset_after is None
+    assert old.temporal_consistency and old.tc_reset_after == 0  # 0: never
     raw["control"].update(tc_reset_after=3, temporal_consistency=True)
     (pkg / "manifest.json").write_text(json.dumps(raw))
     pol = Policy(pkg)
@@ -205,12 +205,23 @@ def test_selection_settings_come_from_the_package_unless_given(tmp_path):
     for _ in range(7):
         pol.act(OBS)
         assert (pol.last_plan_info["distance"] is None) == (pol._plans_since_reset == 1)  # re-drawn every 3
-    assert Policy(pkg, tc_reset_after=0).tc_reset_after is None  # the caller overrides: never
+    assert Policy(pkg, tc_reset_after=0).tc_reset_after == 0  # the caller overrides: never
     raw["control"]["temporal_consistency"] = False
     (pkg / "manifest.json").write_text(json.dumps(raw))
     assert not Policy(pkg).temporal_consistency and Policy(pkg, temporal_consistency=True).temporal_consistency
     with pytest.raises(ValueError, match="tc_reset_after"):
         Policy(pkg, tc_reset_after=-1)
+
+
+def test_imle_run_flags_override_the_package_selection(tmp_path):
+    from runtime.cli import UserError, _load_policy, build_parser
+
+    pkg = str(imle_package(tmp_path / "p"))
+    pol = _load_policy(build_parser().parse_args([pkg, "--robot", "emulator", "--no-temporal-consistency",
+                                                  "--tc-reset-after", "2"]))
+    assert not pol.temporal_consistency and pol.tc_reset_after == 2
+    with pytest.raises(UserError, match="tc_reset_after must be >= 0"):  # one line for the user, no traceback
+        _load_policy(build_parser().parse_args([pkg, "--robot", "emulator", "--tc-reset-after", "-1"]))
 
 
 def test_seeded_runs_are_identical(tmp_path):

@@ -46,12 +46,15 @@ def two_level_bootstrap_ci(groups: list[np.ndarray], resamples: int = 10000, see
     if not groups:
         return Interval(float("nan"), float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    sums = np.empty((resamples, len(groups)))
-    for i, g in enumerate(groups):  # per group: the sum of a within-group resample, for every replicate
-        sums[:, i] = g[rng.integers(0, len(g), size=(resamples, len(g)))].sum(axis=1)
+    k = len(groups)
+    pick = rng.integers(0, k, size=(resamples, k))  # level 1: which groups each replicate draws
+    total = np.zeros(resamples)
+    for i, g in enumerate(groups):  # level 2: an independent episode resample for every draw of group i
+        r, _ = np.nonzero(pick == i)
+        total += np.bincount(r, weights=g[rng.integers(0, len(g), size=(len(r), len(g)))].sum(axis=1),
+                             minlength=resamples)
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
-    pick = rng.integers(0, len(groups), size=(resamples, len(groups)))
-    means = np.take_along_axis(sums, pick, axis=1).sum(axis=1) / sizes[pick].sum(axis=1)
+    means = total / sizes[pick].sum(axis=1)
     a = (1 - level) / 2
     pooled = np.concatenate(groups)
     return Interval(float(pooled.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))

@@ -179,7 +179,7 @@ def evaluate_package(package_path: str | Path, opts: EvalOptions | None = None) 
     pkg = load_package(package_path)
     probe = package_factory(pkg, opts)(opts.seed)  # fails fast on a bad precision / candidate count
     # record what runs: the package's selection settings where the options left them open
-    opts = replace(opts, temporal_consistency=probe.temporal_consistency, tc_reset_after=probe.tc_reset_after or 0)
+    opts = replace(opts, temporal_consistency=probe.temporal_consistency, tc_reset_after=probe.tc_reset_after)
     shape = _image_shape(pkg)
     bar = tqdm(total=opts.episodes, desc=f"eval {pkg.root.name}", unit="ep", disable=not opts.progress,
                dynamic_ncols=True)
