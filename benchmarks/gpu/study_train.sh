@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Train sample-efficiency study runs on a lent GPU and bring them home for export + evaluation on CPU.
+# One phase per demo fraction, run one after the other so that a phase that finishes is whole even
+# when a later one runs out of time (a half-trained run is useless: it comes home without its
+# optimiser). Trainings within a phase share the GPU; their checkpoints come home slim (EMA weights
+# only, ~4.3 MB for the tiny U-Net) in tarballs under the device's 16 MiB-per-file limit.
+# Needs .gpu/ carried (wheels + state-only demos; see session.sh's header for how to recreate it).
+# Usage (on the device): OUT=/path FRACTIONS="0.1 0.25" SEEDS=0,1,2,3,4,5 METHODS=rs_imle N_SAMPLES=20 \
+#   bash benchmarks/gpu/study_train.sh
+# At home: tar xzf each runs_*.tgz, then sample_efficiency.py --stage export/eval/report on that runs dir.
+set -u
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu-out}
+DATA=${DATA:-.gpu/data/pusht.zarr}
+RUNS=${RUNS:-runs/se_gpu}
+FRACTIONS=${FRACTIONS:-0.1 0.25}
+SEEDS=${SEEDS:-0,1,2,3,4,5}
+METHODS=${METHODS:-rs_imle}
+STEPS=${STEPS:-3000}
+N_SAMPLES=${N_SAMPLES:-20}
+DEVICE=${DEVICE:-cuda}
+DEADLINE_S=${DEADLINE_S:-470}   # whole script, packaging included
+PACK_S=25
+mkdir -p "$OUT" "$RUNS"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+if [ -d .gpu/wheels ] && [ "${SKIP_WHEELS:-0}" != 1 ]; then
+  $PY -m pip install -q --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+$PY -c "import torch, zarr; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+
+n_seeds=$(echo "$SEEDS" | tr ',' '\n' | wc -l)
+n_methods=$(echo "$METHODS" | tr ',' '\n' | wc -l)
+for f in $FRACTIONS; do
+  left=$(( DEADLINE_S - PACK_S - ($(date +%s) - t0) ))
+  [ "$left" -gt 60 ] || { stamp "no time left for fraction $f"; break; }
+  stamp "fraction $f: $METHODS x seeds $SEEDS, $STEPS steps, m = $N_SAMPLES ($left s left)"
+  timeout "$left" $PY benchmarks/sample_efficiency.py --stage train --device "$DEVICE" --steps "$STEPS" \
+    --methods "$METHODS" --fractions "$f" --seeds "$SEEDS" --n-samples "$N_SAMPLES" \
+    --parallel $(( n_seeds * n_methods )) --threads 1 --preset tiny --batch-size 64 --lr 1e-3 --warmup 200 \
+    --runs-dir "$RUNS" --data "$DATA" >> "$OUT/train.log" 2>&1
+  pkill -f "trainer.cli" 2>/dev/null  # timeout ends the study driver, not its children
+  stamp "fraction $f done"; grep -h "trained\|FAILED" "$OUT/train.log" | tail -$(( n_seeds * n_methods ))
+done
+
+# Slim the finished runs (train.json exists only for a run that reached its step budget).
+$PY - "$RUNS" <<'PY'
+import sys, pathlib, torch
+for d in sorted(pathlib.Path(sys.argv[1]).iterdir()):
+    if not (d / "train.json").exists():
+        print("unfinished, left behind:", d.name); continue
+    s = torch.load(d / "last.pt", map_location="cpu", weights_only=False)
+    s["model"] = s.pop("ema")["model"]
+    for k in ("optimizer", "scheduler"):
+        s.pop(k, None)
+    s["slim"] = "model holds the EMA weights; optimiser dropped (not resumable)"
+    torch.save(s, d / "last.pt")
+    print("slim", d.name, "step", s["step"])
+PY
+# Three tiny runs per tarball keeps each file under 16 MiB.
+i=0
+for group in $(ls -d "$RUNS"/*/ | xargs -n1 basename | paste -d, - - -); do
+  dirs=$(echo "$group" | tr ',' '\n' | while read n; do [ -n "$n" ] && [ -f "$RUNS/$n/train.json" ] && echo "$RUNS/$n"; done)
+  [ -n "$dirs" ] && tar czf "$OUT/runs_$i.tgz" $dirs && i=$((i + 1))
+done
+ls -la "$OUT"
+stamp "done"
