@@ -3,7 +3,8 @@
 Every (method, fraction, seed) is one run directory under --runs-dir, trained with the same step
 budget on the same U-Net, exported (fp32 + int8) and evaluated on the same seeded episodes
 THROUGH runtime.Policy. Stages skip finished work, so the study can run in parts, on different
-machines (pass --data where the replay buffer lives elsewhere), and be re-assembled by --stage report:
+machines (pass --data where the replay buffer lives elsewhere), and be re-assembled by --stage report.
+export and eval default to every run already trained in --runs-dir (the grid flags narrow it):
 
   python benchmarks/sample_efficiency.py --stage all --steps 20 --episodes 2 --runs-dir /tmp/se   # smoke
   python benchmarks/sample_efficiency.py --stage all --device cuda --steps 3000 --parallel 12 --runs-dir runs/se
@@ -260,9 +261,11 @@ def collect(runs_dir: Path) -> list[dict]:
             e = _read_json(d / f"eval_{prec}.json")
             if not e:
                 continue
-            method, frac, seed = d.name.rsplit("_", 2)
+            run = parse_run_name(d.name)
+            if run is None:
+                continue
             t = _read_json(d / "train.json") or {}
-            rows.append({"method": method, "fraction": float(frac[1:]), "seed": int(seed[1:]), "precision": prec,
+            rows.append({"method": run.method, "fraction": run.fraction, "seed": run.seed, "precision": prec,
                          "steps": e["package_steps"], "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
                          "train_device": t.get("device"),
                          "score": e["summary"]["score"]["value"], "score_low": e["summary"]["score"]["low"],
@@ -477,9 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the report files (default RUNS_DIR/report; the study recorded in "
                         "docs/benchmarks.md is written with --out benchmarks/results)")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
-    p.add_argument("--seeds", default="0", help="training seeds, comma separated (the demo subset is fixed)")
+    # The grid. train and all default to every method and fraction at seed 0; export and eval default
+    # to every run already trained in --runs-dir, and these flags then narrow that set.
+    p.add_argument("--methods", default=None, help=f"comma separated (default {','.join(METHODS)})")
+    p.add_argument("--fractions", default=None, help=f"comma separated (default {','.join(map(str, FRACTIONS))})")
+    p.add_argument("--seeds", default=None, help="training seeds, comma separated (default 0; the demo subset is fixed)")
     p.add_argument("--data", default=None, help="replay buffer (default: the shared Push-T demos)")
     # training (the same for every method; RS-IMLE-only flags apply to rs_imle runs)
     p.add_argument("--steps", type=int, default=3000)
@@ -508,17 +513,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_run_name(name: str) -> Run | None:
+    """``rs_imle_f0.1_s3`` -> Run; None for a folder that is not a run (report/, logs...)."""
+    try:
+        method, frac, seed = name.rsplit("_", 2)
+        if method in METHODS and frac[0] == "f" and seed[0] == "s":
+            return Run(method, float(frac[1:]), int(seed[1:]))
+    except (ValueError, IndexError):
+        pass
+    return None
+
+
+def select_runs(args) -> list[Run]:
+    """The runs a stage works on: the flags' grid for train/all; for export/eval alone, the runs trained
+    in --runs-dir that the flags (where given) allow."""
+    def listed(text: str | None, cast, default) -> list:
+        if text is None:
+            return list(default)
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"cannot read {text!r} as a comma-separated list") from None
+
+    methods = listed(args.methods, str, METHODS)
+    fractions = listed(args.fractions, float, FRACTIONS)
+    seeds = listed(args.seeds, int, [0])
+    bad = [m for m in methods if m not in METHODS] + [p for p in args.precisions if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"unknown method/precision {', '.join(bad)}")
+    if args.stage in ("train", "all"):
+        return [Run(m, f, s) for f in fractions for m in methods for s in seeds]
+    found = {parse_run_name(p.parent.name) for p in args.runs_dir.glob("*/train.json")} - {None}
+    return sorted((r for r in found if (args.methods is None or r.method in methods)
+                   and (args.fractions is None or r.fraction in fractions)
+                   and (args.seeds is None or r.seed in seeds)),
+                  key=lambda r: (r.fraction, METHODS.index(r.method), r.seed))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
     args.out = args.runs_dir / "report" if args.out is None else args.out  # never overwrite a recorded study by default
     args.precisions = [p for p in args.precisions.split(",") if p]
-    methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS] + [p for p in args.precisions if p not in PRECISIONS]
-    if bad:
-        print(f"sample_efficiency: error: unknown method/precision {', '.join(bad)}", file=sys.stderr)
+    try:
+        runs = select_runs(args)
+    except ValueError as exc:
+        print(f"sample_efficiency: error: {exc}", file=sys.stderr)
         return 2
-    runs = [Run(m, float(f), int(s)) for f in args.fractions.split(",") for m in methods for s in args.seeds.split(",")]
+    if not runs and args.stage in ("export", "eval"):
+        print(f"sample_efficiency: error: no trained runs in {args.runs_dir} match --methods/--fractions/--seeds "
+              "(a trained run is a <method>_f<fraction>_s<seed> folder with train.json)", file=sys.stderr)
+        return 2
     if args.device == "cuda":
         try:
             import torch

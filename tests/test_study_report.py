@@ -98,3 +98,27 @@ def test_report_defaults_to_the_runs_folder_not_the_recorded_study(study, tmp_pa
     assert study.main(["--stage", "report", "--runs-dir", str(tmp_path)]) in (0, None)
     report = json.loads((tmp_path / "report" / "sample_efficiency.json").read_text())
     assert report["runs"][0]["score"] == pytest.approx(r.mean())
+
+
+def test_export_and_eval_default_to_the_runs_already_trained(study, tmp_path):
+    """--stage export/eval without grid flags work on every trained run in the folder (not only seed 0),
+    and the flags narrow that set."""
+    for name in ("rs_imle_f0.1_s3", "diffusion_f0.25_s7", "rs_imle_f0.1_s4"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.json").write_text("{}")
+    (tmp_path / "rs_imle_f0.1_s5").mkdir()  # not trained: no train.json
+    (tmp_path / "report").mkdir()
+    args = study.build_parser().parse_args(["--stage", "export", "--runs-dir", str(tmp_path)])
+    args.precisions = ["fp32"]
+    assert [r.name for r in study.select_runs(args)] == ["rs_imle_f0.1_s3", "rs_imle_f0.1_s4", "diffusion_f0.25_s7"]
+    args.seeds = "4,7"
+    assert [r.name for r in study.select_runs(args)] == ["rs_imle_f0.1_s4", "diffusion_f0.25_s7"]
+    args.methods, args.seeds = "diffusion", None
+    assert [r.name for r in study.select_runs(args)] == ["diffusion_f0.25_s7"]
+    # train keeps the flags' grid, seed 0 by default
+    args = study.build_parser().parse_args(["--stage", "train", "--methods", "rs_imle", "--fractions", "0.1,1"])
+    args.precisions = ["fp32"]
+    assert [r.name for r in study.select_runs(args)] == ["rs_imle_f0.1_s0", "rs_imle_f1_s0"]
+    # a folder with nothing trained is a clear error, not a silent no-op
+    assert study.main(["--stage", "eval", "--runs-dir", str(tmp_path / "report")]) == 2
+    assert study.main(["--stage", "export", "--seeds", "x", "--runs-dir", str(tmp_path)]) == 2
