@@ -421,7 +421,9 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
     return notes
 
 
-def plot(agg: dict, path: Path) -> None:
+def plot(agg: dict, path: Path, rows: list[dict] | None = None) -> None:
+    """Score against data fraction per method and precision, fp32 with its episode CI; with ``rows``,
+    each training run's fp32 score as a dot beside its line, so the seed spread shows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -440,8 +442,15 @@ def plot(agg: dict, path: Path) -> None:
             if prec == "fp32":
                 ax.fill_between(xs, [a["score_ci"][0] for _, a in pts], [a["score_ci"][1] for _, a in pts],
                                 color=colors[m], alpha=0.12)
+                runs = [r for r in rows or [] if r["method"] == m and r["precision"] == prec]
+                shift = 1.0 + 0.025 * (METHODS.index(m) - 1)  # side by side, not on top of each other
+                ax.scatter([r["fraction"] * 100 * shift for r in runs], [r["score"] for r in runs], s=9,
+                           color=colors[m], alpha=0.5, linewidths=0)
     ax.set_xscale("log")
-    ax.set_xticks([10, 25, 50, 100], ["10%", "25%", "50%", "100%"])
+    present = sorted({f for (_, f, _) in agg}) or list(FRACTIONS)  # the axis spans the fractions measured
+    ax.set_xticks([f * 100 for f in present], [f"{f * 100:g}%" for f in present])
+    ax.minorticks_off()
+    ax.set_xlim(present[0] * 100 / 1.15, present[-1] * 100 * 1.15)
     ax.set_xlabel("fraction of the 206 Push-T demonstrations")
     ax.set_ylabel("score (average max coverage/0.95)")
     ax.set_ylim(0, 1.02)
@@ -468,7 +477,7 @@ def stage_report(args) -> None:
         "runs": [{k: v for k, v in r.items() if k != "episodes_reward"} for r in rows],
         "aggregate": [{"method": k[0], "fraction": k[1], "precision": k[2], **v} for k, v in agg.items()],
         "targets": notes, "anchors": ANCHORS}, indent=1))
-    plot(agg, args.out / "sample_efficiency.png")
+    plot(agg, args.out / "sample_efficiency.png", rows)
     _log(f"report: {args.out / 'sample_efficiency.md'}, .json, .png")
 
 
