@@ -322,26 +322,26 @@ def paired_groups(rows: list[dict], a: dict, b: dict) -> list[np.ndarray]:
             for k in sorted(ra.keys() & rb.keys())]
 
 
-def paired_difference(rows: list[dict], a: dict, b: dict, resample_runs: bool = False):
-    """Mean paired difference of a minus b (:func:`paired_groups`) and the number of paired episodes. The
-    CI resamples episodes (rollout noise), or with ``resample_runs`` the matched runs and then their
-    episodes, which adds the training-seed spread: the question "would new training runs agree"."""
+def paired_difference(rows: list[dict], a: dict, b: dict):
+    """Mean paired difference of a minus b (:func:`paired_groups`) with a CI that resamples episodes
+    (rollout noise), and the number of paired episodes."""
+    from trainer.evaluate.metrics import bootstrap_mean_ci
+
     groups = paired_groups(rows, a, b)
     n = sum(len(g) for g in groups)
-    return (_mean_ci(groups, resample_runs), n) if n else (None, 0)
+    return (bootstrap_mean_ci(np.concatenate(groups)), n) if n else (None, 0)
 
 
 def paired_cis(rows: list[dict], a: dict, b: dict):
-    """(episode CI, run-and-episode CI, paired episodes) of a minus b, from one pairing."""
-    groups = paired_groups(rows, a, b)
-    n = sum(len(g) for g in groups)
-    return (_mean_ci(groups, False), _mean_ci(groups, True), n) if n else (None, None, 0)
-
-
-def _mean_ci(groups: list[np.ndarray], resample_runs: bool):
+    """(episode CI, run-and-episode CI, paired episodes) of a minus b. The second CI resamples the matched
+    runs and then their episodes, which adds the training-seed spread: "would new training runs agree"."""
     from trainer.evaluate.metrics import bootstrap_mean_ci, two_level_bootstrap_ci
 
-    return two_level_bootstrap_ci(groups) if resample_runs else bootstrap_mean_ci(np.concatenate(groups))
+    groups = paired_groups(rows, a, b)
+    n = sum(len(g) for g in groups)
+    if not n:
+        return None, None, 0
+    return bootstrap_mean_ci(np.concatenate(groups)), two_level_bootstrap_ci(groups), n
 
 
 def markdown(agg: dict) -> str:

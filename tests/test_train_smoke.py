@@ -62,3 +62,26 @@ def test_help_explains_presets():
     res = subprocess.run([sys.executable, "-m", "trainer.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     assert "pusht-state" in res.stdout and "paper 256/512/1024" in res.stdout and "resumes" in res.stdout
+
+
+def test_slim_checkpoint_exports_the_ema_weights_and_refuses_to_resume(tiny_buffer, tmp_path, capsys):
+    """What a GPU machine sends home: EMA weights only, a smaller file, the same deployed network."""
+    from trainer.train.checkpoint import slim_checkpoint
+
+    path, _, _ = tiny_buffer
+    out = tmp_path / "run"
+    assert train_main(_args(path, out, 3)) == 0
+    full = load_checkpoint(out)
+    slim_checkpoint(out / "last.pt", tmp_path / "slim.pt")
+    slim = load_checkpoint(tmp_path / "slim.pt")
+    assert "optimizer" not in slim and not slim.get("ema") and slim["step"] == 3
+    assert (tmp_path / "slim.pt").stat().st_size < (out / "last.pt").stat().st_size / 2
+    a, b = network_from_checkpoint(full), network_from_checkpoint(slim)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert slim_checkpoint(tmp_path / "slim.pt")["model"].keys() == slim["model"].keys()  # idempotent
+
+    # a slim last.pt cannot resume: one line, not a KeyError traceback
+    slim_checkpoint(out / "last.pt")
+    capsys.readouterr()
+    assert train_main(_args(path, out, 5)) == 2
+    assert "slim checkpoint" in capsys.readouterr().err

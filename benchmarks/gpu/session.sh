@@ -50,16 +50,7 @@ stamp "training done"; grep -h "trained\|FAILED" "$OUT/se_train.log" | tail -14;
 
 # The shipped checkpoint comes home slim (EMA weights only: under the 16 MiB a returned file may
 # have) and is exported at home with the project's own imle-export.
-$PY - <<'PY'
-import torch
-s = torch.load("runs/ship/last.pt", map_location="cpu", weights_only=False)
-s["model"] = s.pop("ema")["model"]
-for k in ("optimizer", "scheduler"):
-    s.pop(k, None)
-s["slim"] = "model holds the EMA weights; optimiser dropped (not resumable)"
-torch.save(s, "runs/ship/slim.pt")
-print("ship step", s["step"])
-PY
+$PY -c 'from trainer.train.checkpoint import slim_checkpoint as s; print("ship step", s("runs/ship/last.pt", "runs/ship/slim.pt")["step"])'
 cp runs/ship/slim.pt runs/ship/metrics.jsonl runs/ship/loss.png "$OUT/" 2>/dev/null
 
 [ "$STUDY" = 1 ] || { stamp "done (no study)"; exit 0; }

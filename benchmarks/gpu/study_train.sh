@@ -52,17 +52,12 @@ done
 
 # Slim the finished runs (train.json exists only for a run that reached its step budget).
 $PY - "$RUNS" <<'PY'
-import sys, pathlib, torch
+import sys, pathlib
+from trainer.train.checkpoint import slim_checkpoint
 for d in sorted(pathlib.Path(sys.argv[1]).iterdir()):
     if not (d / "train.json").exists():
         print("unfinished, left behind:", d.name); continue
-    s = torch.load(d / "last.pt", map_location="cpu", weights_only=False)
-    s["model"] = s.pop("ema")["model"]
-    for k in ("optimizer", "scheduler"):
-        s.pop(k, None)
-    s["slim"] = "model holds the EMA weights; optimiser dropped (not resumable)"
-    torch.save(s, d / "last.pt")
-    print("slim", d.name, "step", s["step"])
+    print("slim", d.name, "step", slim_checkpoint(d / "last.pt")["step"])
 PY
 # Three tiny runs per tarball keeps each file under 16 MiB.
 i=0

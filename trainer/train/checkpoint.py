@@ -37,6 +37,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+SLIM_NOTE = "model holds the EMA weights; optimiser dropped (not resumable)"
+
+
+def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> dict:
+    """Write a checkpoint that only exports: the EMA weights as ``model``, no optimiser or EMA state
+    (about a third of the size: small enough to carry home from a GPU machine). In place by default."""
+    state = load_checkpoint(src)
+    path = Path(state.pop("path"))
+    if not state.get("slim"):
+        ema = state.pop("ema", None)
+        if ema:
+            state["model"] = ema["model"]
+        for k in ("optimizer", "scheduler"):
+            state.pop(k, None)
+        state["slim"] = SLIM_NOTE
+    save_checkpoint(Path(dst) if dst is not None else path, state)
+    return state
+
+
 def network_from_checkpoint(state: dict, use_ema: bool = True) -> PolicyNetwork:
     """Rebuild the network of a checkpoint (EMA weights by default, as the policy is deployed)."""
     spec = NetworkSpec.from_dict(state["spec"])

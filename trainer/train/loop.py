@@ -87,6 +87,9 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
     last_path = out / "last.pt"
     if resume and last_path.exists():
         state = load_checkpoint(last_path)
+        if state.get("slim"):
+            raise ValueError(f"{last_path} is a slim checkpoint ({state['slim']}): it exports but cannot "
+                             "resume; use a new --out to train again")
         if state["config"] != cfg.to_dict() | {"steps": state["config"]["steps"]}:
             raise ValueError(f"{last_path} was trained with a different configuration; use a new --out "
                              "or --no-resume to start over")
