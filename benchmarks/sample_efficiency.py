@@ -9,6 +9,7 @@ export and eval default to every run already trained in --runs-dir (the grid fla
   python benchmarks/sample_efficiency.py --stage all --steps 20 --episodes 2 --runs-dir /tmp/se   # smoke
   python benchmarks/sample_efficiency.py --stage all --device cuda --steps 3000 --parallel 12 --runs-dir runs/se
   python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se
+  python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se_6000 --against runs/se_3000  # what the budget did
 
 Layout: RUNS/<method>_f<fraction>_s<seed>/ {last.pt, train.json, train.log, package/, eval_fp32.json,
 eval_int8.json}. Report: a markdown table on stdout, --out (default RUNS/report)/sample_efficiency.{json,md,png}.
@@ -421,6 +422,23 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
     return notes
 
 
+def against(rows: list[dict], other: list[dict], label: str) -> list[str]:
+    """Each (method, fraction, precision) here minus the same cell of another study (``--against``), paired
+    on training seed and environment seed: what changing one setting (a longer step budget, say) did to the
+    very runs it was changed for."""
+    tagged = [{**r, "study": "here"} for r in rows] + [{**r, "study": "other"} for r in other]
+    notes = []
+    for m, f, prec in sorted({(r["method"], r["fraction"], r["precision"]) for r in rows}):
+        cell = {"method": m, "fraction": f, "precision": prec}
+        ci, cr, n = paired_cis(tagged, {**cell, "study": "here"}, {**cell, "study": "other"})
+        if ci is None:
+            continue
+        seeds = len(paired_groups(tagged, {**cell, "study": "here"}, {**cell, "study": "other"}))
+        notes.append(f"{m} {f:.0%} {prec}: here minus {label} = {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
+                     f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]; {seeds} seeds, {n} paired episodes)")
+    return notes
+
+
 def plot(agg: dict, path: Path, rows: list[dict] | None = None) -> None:
     """Score against data fraction per method and precision, fp32 with its episode CI; with ``rows``,
     each training run's fp32 score as a dot beside its line, so the seed spread shows."""
@@ -470,6 +488,11 @@ def stage_report(args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(agg)
     notes = targets(agg, rows)
+    if args.against is not None:
+        other = collect(args.against) if args.against.exists() else []
+        if not other:
+            _log(f"report: no evaluated runs in {args.against} to compare against")
+        notes += against(rows, other, args.against.name)
     print(md)
     print("\n".join(notes))
     (args.out / "sample_efficiency.md").write_text(md + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
@@ -495,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", default=None, help=f"comma separated (default {','.join(map(str, FRACTIONS))})")
     p.add_argument("--seeds", default=None, help="training seeds, comma separated (default 0; the demo subset is fixed)")
     p.add_argument("--data", default=None, help="replay buffer (default: the shared Push-T demos)")
+    p.add_argument("--against", type=Path, default=None,
+                   help="report: also print each cell minus the same runs (method, fraction, seed) of this "
+                        "other study folder, paired by episode, e.g. a longer step budget against a shorter one")
     # training (the same for every method; RS-IMLE-only flags apply to rs_imle runs)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -562,6 +588,7 @@ def select_runs(args) -> list[Run]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
+    args.against = args.against.resolve() if args.against is not None else None
     args.out = args.runs_dir / "report" if args.out is None else args.out  # never overwrite a recorded study by default
     args.precisions = [p for p in args.precisions.split(",") if p]
     try:

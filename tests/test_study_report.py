@@ -122,3 +122,22 @@ def test_export_and_eval_default_to_the_runs_already_trained(study, tmp_path):
     # a folder with nothing trained is a clear error, not a silent no-op
     assert study.main(["--stage", "eval", "--runs-dir", str(tmp_path / "report")]) == 2
     assert study.main(["--stage", "export", "--seeds", "x", "--runs-dir", str(tmp_path)]) == 2
+
+
+def test_report_against_another_study_pairs_the_same_runs(study, tmp_path, capsys):
+    """--against: each cell minus the same (method, fraction, seed) of another folder, paired by episode;
+    runs present in only one folder are left out."""
+    rng = np.random.default_rng(1)
+    long, short = tmp_path / "long", tmp_path / "short"
+    for seed in (0, 1):
+        hard = rng.random(30)
+        _write_run(short, f"rs_imle_f0.1_s{seed}", {"fp32": hard})
+        _write_run(long, f"rs_imle_f0.1_s{seed}", {"fp32": np.clip(hard + 0.1, 0, 2)})
+    _write_run(long, "rs_imle_f0.1_s2", {"fp32": np.ones(30)})  # no partner in short: must not count
+    _write_run(short, "diffusion_f0.1_s0", {"fp32": np.ones(30)})  # nothing of it in long
+    assert study.main(["--stage", "report", "--runs-dir", str(long), "--against", str(short)]) in (0, None)
+    lines = [s for s in capsys.readouterr().out.splitlines() if "here minus short" in s]
+    assert len(lines) == 1 and lines[0].startswith("rs_imle 10% fp32: here minus short = +0.100 [+0.100, +0.100]")
+    assert "2 seeds, 60 paired episodes" in lines[0]
+    report = json.loads((long / "report" / "sample_efficiency.json").read_text())
+    assert lines[0] in report["targets"]
