@@ -334,11 +334,16 @@ def paired_difference(rows: list[dict], a: dict, b: dict):
 
 
 def paired_cis(rows: list[dict], a: dict, b: dict):
-    """(episode CI, run-and-episode CI, paired episodes) of a minus b. The second CI resamples the matched
-    runs and then their episodes, which adds the training-seed spread: "would new training runs agree"."""
+    """(episode CI, run-and-episode CI, paired episodes) of a minus b: :func:`group_cis` of
+    :func:`paired_groups`."""
+    return group_cis(paired_groups(rows, a, b))
+
+
+def group_cis(groups: list[np.ndarray]):
+    """(episode CI, run-and-episode CI, episodes) of per-run paired differences. The second CI resamples
+    the runs and then their episodes, which adds the training-seed spread: "would new training runs agree"."""
     from trainer.evaluate.metrics import bootstrap_mean_ci, two_level_bootstrap_ci
 
-    groups = paired_groups(rows, a, b)
     n = sum(len(g) for g in groups)
     if not n:
         return None, None, 0
@@ -430,10 +435,11 @@ def against(rows: list[dict], other: list[dict], label: str) -> list[str]:
     notes = []
     for m, f, prec in sorted({(r["method"], r["fraction"], r["precision"]) for r in rows}):
         cell = {"method": m, "fraction": f, "precision": prec}
-        ci, cr, n = paired_cis(tagged, {**cell, "study": "here"}, {**cell, "study": "other"})
+        groups = paired_groups(tagged, {**cell, "study": "here"}, {**cell, "study": "other"})
+        ci, cr, n = group_cis(groups)
         if ci is None:
             continue
-        seeds = len(paired_groups(tagged, {**cell, "study": "here"}, {**cell, "study": "other"}))
+        seeds = len(groups)
         notes.append(f"{m} {f:.0%} {prec}: here minus {label} = {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
                      f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]; {seeds} seeds, {n} paired episodes)")
     return notes
@@ -489,7 +495,7 @@ def stage_report(args) -> None:
     md = markdown(agg)
     notes = targets(agg, rows)
     if args.against is not None:
-        other = collect(args.against) if args.against.exists() else []
+        other = collect(args.against)
         if not other:
             _log(f"report: no evaluated runs in {args.against} to compare against")
         notes += against(rows, other, args.against.name)
@@ -595,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = select_runs(args)
     except ValueError as exc:
         print(f"sample_efficiency: error: {exc}", file=sys.stderr)
+        return 2
+    if args.against is not None and (args.stage not in ("report", "all") or not args.against.is_dir()):
+        print(f"sample_efficiency: error: --against needs --stage report (or all) and an existing study folder; "
+              f"got --stage {args.stage} and {args.against}", file=sys.stderr)
         return 2
     if not runs and args.stage in ("export", "eval"):
         print(f"sample_efficiency: error: no trained runs in {args.runs_dir} match --methods/--fractions/--seeds "

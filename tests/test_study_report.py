@@ -141,3 +141,7 @@ def test_report_against_another_study_pairs_the_same_runs(study, tmp_path, capsy
     assert "2 seeds, 60 paired episodes" in lines[0]
     report = json.loads((long / "report" / "sample_efficiency.json").read_text())
     assert lines[0] in report["targets"]
+    # a mistyped folder or a stage that makes no report is a one-line error, not a silent no-op
+    assert study.main(["--stage", "report", "--runs-dir", str(long), "--against", str(tmp_path / "nope")]) == 2
+    assert study.main(["--stage", "export", "--runs-dir", str(long), "--against", str(short)]) == 2
+    assert "--against needs --stage report" in capsys.readouterr().err
