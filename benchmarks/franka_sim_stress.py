@@ -66,10 +66,10 @@ class Staller:
             self._thread.join()
 
 
-def drive_one(host: str, stall_ms: float = 0.0, seed: int = 0) -> dict:
+def drive_one(host: str, stall_ms: float = 0.0, seed: int = 0, late_commands: str | None = None) -> dict:
     from firmware_bridge.franka import FrankaRobot, SafetyConfig
 
-    robot = FrankaRobot(host, realtime=False, safety=SafetyConfig(watchdog_s=0.5))
+    robot = FrankaRobot(host, realtime=False, safety=SafetyConfig(watchdog_s=0.5), late_commands=late_commands)
     robot.connect()
     try:
         with Staller(robot.control_pid, stall_ms, seed) as staller:
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall-ms", type=float, default=0.0,
                    help="also freeze the control process for 1..this many ms every 20-80 ms (default 0: off; "
                         "the FCI aborts past 20 lost cycles)")
+    p.add_argument("--late-commands", choices=["auto", "applied", "dropped"], default="auto",
+                   help="FrankaRobot's late_commands (default auto: applied, franka-sim being on loopback); "
+                        "dropped is what a real arm needs, to see what franka-sim makes of it")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "franka_sim_stress.json")
     args = p.parse_args(argv)
     if not 0 <= args.stall_ms < 20:
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except FrankaSimUnavailable as exc:
         print(f"franka_sim_stress: error: franka-sim cannot run here: {exc}", file=sys.stderr)
         return 2
+    from firmware_bridge.franka import late_commands_for
+    late = late_commands_for(args.late_commands, sim.host)
     hogs = [mp.get_context("spawn").Process(target=_busy, daemon=True) for _ in range(args.busy)]
     for h in hogs:
         h.start()
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.motions):
             before = len(sim.aborts())
             try:
-                r = drive_one(sim.host, args.stall_ms, seed=i)
+                r = drive_one(sim.host, args.stall_ms, seed=i, late_commands=late)
             except LinkError as exc:  # the link itself failed (not an FCI abort): nothing to count
                 print(f"franka_sim_stress: error: motion {i}: {exc}", file=sys.stderr)
                 return 2
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(results)
     summary = {
         "motions": n, "busy_loops": args.busy, "stall_ms": args.stall_ms,
-        "stalls": sum(r["stalls"] for r in results),
+        "stalls": sum(r["stalls"] for r in results), "late_commands": late,
         "aborted": sum(r["aborted"] for r in results), "reached": sum(r["reached"] for r in results),
         "lost_cycles": sum(r["lost_cycles"] for r in results),
         "stale_states": sum(r["stale_states"] for r in results),

@@ -32,10 +32,12 @@ Safety in the control loop, every 1 ms cycle:
   followed: continuing from it steps the command back by a cycle of motion (~300 rad/s^2 at
   0.3 rad/s, which the FCI rejects). benchmarks/franka_sim_stress.py, two busy loops on 2 cores:
   0 of 100 far-target motions aborted, where re-seeding from every state's q_d aborted 3 of 100;
-* after lost cycles, the first command eases any held acceleration by one cycle's jerk budget, so
-  the next state's q_d tells whether it arrived in time; if late, franka-sim differenced it over the
-  whole gap and we continue from that history (`follow_arm_reference`). With the control process
-  frozen for 1-8 ms every 20-80 ms: 0 of 40 motions aborted, against 26 of 40 before;
+* a late command: the FCI drops it, franka-sim applies it, differenced over every cycle since our
+  previous one (`late_commands`, by default "applied" on loopback only). Against franka-sim the first
+  command after lost cycles eases any held acceleration by one cycle's jerk budget, so the next
+  state's q_d tells whether it arrived in time, and a late one is continued from the history
+  franka-sim recorded (`follow_arm_reference`). With the control process frozen for 1-8 ms every
+  20-80 ms: 0 of 40 motions aborted, against 26 of 40 before;
 * e-stop / close / parent process gone -> decelerate at SafetyConfig.stop_scale x the arm's limits,
   finish the motion; the arm then holds its position under its own controller (robot mode Idle).
 libfranka exceptions (reflexes, network loss) end the motion and mark the link unhealthy; the arm
@@ -44,6 +46,7 @@ stops itself. `recover()` runs libfranka's automatic error recovery, as an expli
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import math
 import multiprocessing as mp
 import os
@@ -361,8 +364,9 @@ class _ControlLoop:
     """Runs in the child process; owns the pylibfranka.Robot."""
 
     def __init__(self, franka: Any, robot: Any, arm: ArmLimits, safety: SafetyConfig, buf: Any, lock: Any,
-                 conn: Any, parent_pid: int):
+                 conn: Any, parent_pid: int, late_applied: bool = False):
         self.pf, self.robot, self.arm, self.safety = franka, robot, arm, safety
+        self.late_applied = late_applied  # does the peer apply a late command (franka-sim) or drop it (FCI)?
         self.mem = np.frombuffer(buf, dtype=np.float64)
         self.lock, self.conn, self.parent_pid = lock, conn, parent_pid
         self.limits = CommandLimits.from_arm(arm, safety)
@@ -515,13 +519,13 @@ class _ControlLoop:
         """Put the limiter where the arm's commanded reference is at this state; why, in the module
         docstring. q_d confirms our (bridged) position: keep it exact, take the arm's derivatives if
         they differ. q_d elsewhere: our last command arrived after this state left (a stale state).
-        franka-sim still applies such a late command, rewinding the cycles it had bridged, and
-        differences it over the whole gap back to the reference before them (on an arm it is simply
-        lost and the bridged reference stands; a lost one costs at most jerk * dt^3 of position).
-        That history's velocity is the average over the gap, not ours, so continue from the history
-        franka-sim holds (`late_command_history`): differencing our next command against our own
-        derivatives instead is an acceleration step of (k+1)(k-1)/2k * a, over the FCI's jerk limit
-        from a 4-cycle gap at 0.3 x the acceleration limit."""
+        The FCI drops a late command; its bridge stands, which is our own history to within
+        jerk * dt^3 of position, so we keep ours. franka-sim applies it instead (late_applied),
+        rewinding its bridge, and differences it over the whole gap back to the reference before
+        it: a velocity averaged over the gap. After lost cycles, continuing from our own derivatives
+        then steps the acceleration by (k+1)(k-1)/2k * a (over the FCI's jerk limit from a 4-cycle
+        gap at 0.3 x the acceleration limit), so there we continue from the history franka-sim
+        holds (`late_command_history`)."""
         lim = self.limiter
         sent_q = lim.q.copy()
         lim.extrapolate(min(missed, MAX_LOST_CYCLES))
@@ -536,7 +540,7 @@ class _ControlLoop:
                 lim.v, lim.a = dq_d, np.array(st.ddq_d, dtype=np.float64)
         else:
             self.counters["stale"] += 1
-            if self.gap_start is not None:
+            if self.late_applied and self.gap_start is not None:
                 v, a = late_command_history(sent_q, *self.gap_start, self.gap_cycles)
                 lim.reset(sent_q, v, a)
                 lim.extrapolate(missed)
@@ -598,7 +602,7 @@ class _ControlLoop:
                     self.report("watchdog", f"no command for {watchdog_s:.3g} s: decelerating and holding")
                 stopping = stop_reason is not None or self.mode == _Mode.HOLD
                 self.prev_a[:] = lim.a
-                q_cmd = lim.step(None if stopping else self.target, after_gap=missed > 0)
+                q_cmd = lim.step(None if stopping else self.target, after_gap=self.late_applied and missed > 0)
                 np.maximum(self.maxv, np.abs(lim.v), out=self.maxv)
                 np.maximum(self.maxa, np.abs(lim.a), out=self.maxa)
                 np.maximum(self.maxj, np.abs(lim.a - self.prev_a) / DT, out=self.maxj)
@@ -623,7 +627,7 @@ class _ControlLoop:
 
 def _control_main(host: str, arm_name: str, safety: SafetyConfig, realtime: bool,
                   collision: Optional[tuple], joint_impedance: Optional[tuple], buf: Any, lock: Any,
-                  conn: Any, parent_pid: int) -> None:
+                  conn: Any, parent_pid: int, late_applied: bool = False) -> None:
     """Child-process entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which stops us cleanly
     loop_ref: list = []
@@ -650,7 +654,7 @@ def _control_main(host: str, arm_name: str, safety: SafetyConfig, realtime: bool
     except Exception as exc:
         conn.send(("fatal", f"cannot connect to the Franka at {host}: {type(exc).__name__}: {exc}"))
         return
-    loop = _ControlLoop(pf, robot, ARMS[arm_name], safety, buf, lock, conn, parent_pid)
+    loop = _ControlLoop(pf, robot, ARMS[arm_name], safety, buf, lock, conn, parent_pid, late_applied)
     loop_ref.append(loop)
     loop.exchange(st)
     conn.send(("ready", {"libfranka": getattr(pf, "__version__", "?"), "robot_mode": str(st.robot_mode)}))
@@ -672,6 +676,25 @@ def _seq_reached(ack: int, target: int) -> bool:
     return ((ack - target) & 0xFFFF) < 0x8000
 
 
+LATE_COMMANDS = ("dropped", "applied")
+
+
+def late_commands_for(value: Optional[str], host: str) -> str:
+    """What the peer does with a command that misses its cycle: "dropped" (the FCI) or "applied"
+    (franka-sim). Default $IMLE_FRANKA_LATE_COMMANDS, else "applied" on a loopback host (where only
+    franka-sim can be) and "dropped" anywhere else."""
+    value = (value or os.environ.get("IMLE_FRANKA_LATE_COMMANDS") or "auto").strip().lower()
+    if value == "auto":
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        return "applied" if loopback else "dropped"
+    if value not in LATE_COMMANDS:
+        raise ValueError(f"late_commands={value!r}: use dropped (the FCI), applied (franka-sim) or auto")
+    return value
+
+
 def _env_realtime() -> bool:
     value = os.environ.get("IMLE_FRANKA_REALTIME", "enforce").strip().lower()
     if value in ("enforce", "1", "on", "true", "yes", ""):
@@ -687,14 +710,19 @@ class FrankaRobot:
     host: the arm's FCI address (franka-sim: a loopback address). arm: "fr3" or "fer" (Panda);
     default $IMLE_FRANKA_ARM or fr3. realtime: libfranka's RealtimeConfig.kEnforce (needs a
     PREEMPT_RT kernel, as on the real arm) or kIgnore (franka-sim, a desktop kernel); default
-    $IMLE_FRANKA_REALTIME (enforce | ignore) or enforce. safety: see SafetyConfig.
+    $IMLE_FRANKA_REALTIME (enforce | ignore) or enforce. safety: see SafetyConfig. late_commands:
+    "dropped" (the FCI drops a command that misses its cycle) or "applied" (franka-sim applies it
+    late, differenced over the cycles it missed); default $IMLE_FRANKA_LATE_COMMANDS, else "applied"
+    on a loopback host and "dropped" elsewhere (_ControlLoop.follow_arm_reference says why it matters).
     """
 
     def __init__(self, host: str, *, arm: Optional[str] = None, safety: SafetyConfig = SafetyConfig(),
                  realtime: Optional[bool] = None, collision_thresholds: Optional[tuple] = DEFAULT_COLLISION,
                  joint_impedance: Optional[Sequence[float]] = DEFAULT_JOINT_IMPEDANCE,
-                 connect_timeout_s: float = 20.0, state_timeout_s: float = 0.1):
+                 connect_timeout_s: float = 20.0, state_timeout_s: float = 0.1,
+                 late_commands: Optional[str] = None):
         arm = (arm or os.environ.get("IMLE_FRANKA_ARM") or "fr3").strip().lower()
+        self.late_commands = late_commands_for(late_commands, host)
         realtime = _env_realtime() if realtime is None else realtime
         if arm not in ARMS:
             raise ValueError(f"unknown Franka arm {arm!r}; known: {', '.join(sorted(ARMS))}")
@@ -740,7 +768,8 @@ class FrankaRobot:
         self._proc = self._ctx.Process(
             target=_control_main, name=f"franka-control({self.host})", daemon=True,
             args=(self.host, self.arm.name, self.safety, self.realtime, self.collision_thresholds,
-                  self.joint_impedance, self._buf, self._lock, child_conn, os.getpid()))
+                  self.joint_impedance, self._buf, self._lock, child_conn, os.getpid(),
+                  self.late_commands == "applied"))
         self._proc.start()
         child_conn.close()
         deadline = time.monotonic() + self.connect_timeout_s

@@ -110,7 +110,10 @@ def _make_franka(spec: str, host: str) -> RobotHandle:
     # pylibfranka is imported by FrankaRobot itself, only when it connects (the Franka's controller PC)
     from firmware_bridge.franka import FrankaRobot
 
-    robot = FrankaRobot(host)
+    try:
+        robot = FrankaRobot(host)
+    except ValueError as exc:  # a bad IMLE_FRANKA_ARM / _REALTIME / _LATE_COMMANDS: the user's to fix
+        raise RobotSpecError(f"--robot {spec}: {exc}") from None
     try:
         caps = robot.connect()  # FrankaImportError / HandshakeError (LinkErrors, one line) when it cannot
     except Exception:
