@@ -55,6 +55,10 @@ def test_paired_difference_matches_episodes_and_pools_seeds(study, tmp_path):
     assert cell["score_ci"][0] < hard.mean() < cell["score_ci"][1]  # bootstrap over the 80 pooled episodes
     notes = study.targets(agg, rows)
     assert any("rs_imle int8 - fp32" in s and "met (the whole CI" in s for s in notes)
+    # a study with one baseline still gets its paired comparison, without a verdict on the target
+    fp32 = [s for s in notes if s.startswith("10% fp32: IMLE")]
+    assert len(fp32) == 1 and "flow_matching not run -> target needs both baselines" in fp32[0]
+    assert f"diffusion {np.mean(hard - np.clip(hard - 0.2, 0, 1)):+.3f} [" in fp32[0] and "80 episodes" in fp32[0]
 
 
 def test_int8_gap_beyond_tolerance_is_reported_missed(study, tmp_path):
