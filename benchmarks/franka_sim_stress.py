@@ -47,13 +47,16 @@ class Staller:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.rng.uniform(0.02, 0.08)):
-            try:
-                os.kill(self.pid, signal.SIGSTOP)
-                time.sleep(self.rng.uniform(0.001, self.max_ms / 1000.0))
-            finally:
-                os.kill(self.pid, signal.SIGCONT)
-            self.count += 1
+        try:
+            while not self._stop.wait(self.rng.uniform(0.02, 0.08)):
+                try:
+                    os.kill(self.pid, signal.SIGSTOP)
+                    time.sleep(self.rng.uniform(0.001, self.max_ms / 1000.0))
+                finally:
+                    os.kill(self.pid, signal.SIGCONT)
+                self.count += 1
+        except ProcessLookupError:  # the control process ended (a fault closes it): nothing left to stall
+            pass
 
     def __enter__(self) -> "Staller":
         if self.max_ms > 0:

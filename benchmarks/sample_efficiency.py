@@ -394,9 +394,11 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
                 continue
             diffs = []
             for m, b in base.items():
+                if not b:
+                    continue
                 ci, cr, n = paired_cis(rows, {"method": "rs_imle", "fraction": f, "precision": prec},
                                        {"method": m, "fraction": f, "precision": prec})
-                if b and ci is not None:
+                if ci is not None:
                     diffs.append(f"{m} {ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
                                  f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]; {n} episodes)")
             paired = "; IMLE minus (paired): " + ", ".join(diffs) if diffs else ""

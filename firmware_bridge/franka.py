@@ -527,7 +527,7 @@ class _ControlLoop:
         gap at 0.3 x the acceleration limit), so there we continue from the history franka-sim
         holds (`late_command_history`)."""
         lim = self.limiter
-        sent_q = lim.q.copy()
+        sent_q = lim.q.copy() if self.late_applied else None  # franka-sim only: nothing extra per tick on an arm
         lim.extrapolate(min(missed, MAX_LOST_CYCLES))
         q_d = np.asarray(st.q_d, dtype=np.float64)
         if missed >= MAX_LOST_CYCLES:  # past 20 lost cycles the arm holds (or stops): follow it
@@ -544,10 +544,11 @@ class _ControlLoop:
                 v, a = late_command_history(sent_q, *self.gap_start, self.gap_cycles)
                 lim.reset(sent_q, v, a)
                 lim.extrapolate(missed)
-        # The reference our next command's gap (if it turns out late) is differenced back to: the
-        # one at our last command, before the cycles bridged since.
-        self.gap_cycles = missed + 1
-        self.gap_start = (sent_q, lim.v - missed * lim.a * DT)
+        if self.late_applied:
+            # The reference our next command's gap (if it turns out late) is differenced back to: the
+            # one at our last command, before the cycles bridged since.
+            self.gap_cycles = missed + 1
+            self.gap_start = (sent_q, lim.v - missed * lim.a * DT)
 
     def run_active(self) -> None:
         """Start joint position control and stream rate-limited commands until told to stop."""

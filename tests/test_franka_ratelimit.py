@@ -282,6 +282,18 @@ class LoopHarness:
             time.sleep(0.002)
         return False
 
+    def drive_to(self, target, timeout: float) -> None:
+        """Send target, keep feeding the watchdog until the arm is within 1e-4 rad of it, then close."""
+        try:
+            self.send(target)
+            deadline = time.monotonic() + timeout
+            while np.max(np.abs(self.arm.q - target)) > 1e-4 and time.monotonic() < deadline:
+                self.send()
+                time.sleep(0.01)
+            assert np.max(np.abs(self.arm.q - target)) <= 1e-4
+        finally:
+            self.close()
+
     def close(self):
         self.set(_Layout.P_CLOSE, 1.0)
         self.thread.join(timeout=10)
@@ -370,18 +382,10 @@ class UnevenArm(FakeArm):
 def test_control_loop_stays_smooth_through_missed_cycles_and_stale_states():
     arm = UnevenArm(HOME)
     h = LoopHarness(arm=arm)
-    try:
-        target = HOME.copy()
-        target[6] += 0.3
-        target[0] -= 0.2
-        h.send(target)
-        deadline = time.monotonic() + 10
-        while np.max(np.abs(arm.q - target)) > 1e-4 and time.monotonic() < deadline:
-            h.send()
-            time.sleep(0.01)
-        assert np.max(np.abs(arm.q - target)) <= 1e-4
-    finally:
-        h.close()
+    target = HOME.copy()
+    target[6] += 0.3
+    target[0] -= 0.2
+    h.drive_to(target, timeout=10)
     # both disturbances happened, and each stale state was recognised as one
     assert h.mem[_Layout.C_LOST] >= 2 and h.mem[_Layout.C_STALE] >= arm.reads // arm.stale_every - 1 >= 2
     # The arm's reference, differenced cycle by cycle the way the FCI checks it, stays in our limits:
@@ -475,18 +479,10 @@ def test_control_loop_survives_late_commands_after_lost_cycles(arm_cls, late_app
     sees a command stream inside the FCI's limits."""
     arm = arm_cls(HOME)
     h = LoopHarness(arm=arm, late_applied=late_applied)
-    try:
-        target = HOME.copy()
-        target[6] += 0.6
-        target[0] -= 0.3
-        h.send(target)
-        deadline = time.monotonic() + 15
-        while np.max(np.abs(arm.q - target)) > 1e-4 and time.monotonic() < deadline:
-            h.send()
-            time.sleep(0.01)
-        assert np.max(np.abs(arm.q - target)) <= 1e-4
-    finally:
-        h.close()
+    target = HOME.copy()
+    target[6] += 0.6
+    target[0] -= 0.3
+    h.drive_to(target, timeout=15)
     gaps = arm.reads // arm.gap_every
     assert gaps >= 5 and h.mem[_Layout.C_LOST] >= gaps * (arm.gap - 1) - arm.gap
     # What the FCI checks, in its own limits (ours are 0.3 x those; the stop uses 0.7 x).
