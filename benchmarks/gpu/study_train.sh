@@ -3,9 +3,9 @@
 # One phase per demo fraction, run one after the other so that a phase that finishes is whole even
 # when a later one runs out of time (a half-trained run is useless: it comes home without its
 # optimiser). Trainings within a phase share the GPU; their checkpoints come home slim (EMA weights
-# only: ~4.3 MB for the tiny U-Net, ~4x that for PRESET=small), one tarball per run, split into parts
-# under the device's 16 MiB-per-file limit. Mind the ~64 MiB a call brings back in all: about 12 tiny
-# runs, or 3 small ones.
+# only: ~4 MB for the tiny U-Net, ~4x that for PRESET=small), packed a few runs per tarball (a call
+# brings back at most 8 files) and split into parts under the device's 16 MiB-per-file limit. Mind the
+# ~64 MiB a call brings back in all: about 12 tiny runs, or 3 small ones.
 # Needs .gpu/ carried (wheels + state-only demos; see session.sh's header for how to recreate it).
 # Usage (on the device): OUT=/path FRACTIONS="0.1 0.25" SEEDS=0,1,2,3,4,5 METHODS=rs_imle N_SAMPLES=20 \
 #   bash benchmarks/gpu/study_train.sh
@@ -21,6 +21,7 @@ SEEDS=${SEEDS:-0,1,2,3,4,5}
 METHODS=${METHODS:-rs_imle}
 PRESET=${PRESET:-tiny}          # U-Net size: tiny (the study's), small, paper
 STEPS=${STEPS:-3000}
+BATCH=${BATCH:-64}
 N_SAMPLES=${N_SAMPLES:-20}
 DEVICE=${DEVICE:-cuda}
 DEADLINE_S=${DEADLINE_S:-470}   # whole script, packaging included
@@ -48,7 +49,7 @@ for f in $FRACTIONS; do
   stamp "fraction $f: $METHODS x seeds $SEEDS, $STEPS steps, m = $N_SAMPLES ($left s left)"
   timeout "$left" $PY benchmarks/sample_efficiency.py --stage train --device "$DEVICE" --steps "$STEPS" \
     --methods "$METHODS" --fractions "$f" --seeds "$SEEDS" --n-samples "$N_SAMPLES" \
-    --parallel $(( n_seeds * n_methods )) --threads 1 --preset "$PRESET" --batch-size 64 --lr 1e-3 --warmup 200 \
+    --parallel $(( n_seeds * n_methods )) --threads 1 --preset "$PRESET" --batch-size "$BATCH" --lr 1e-3 --warmup 200 \
     --runs-dir "$RUNS" --data "$DATA" >> "$OUT/train.log" 2>&1
   pkill -f "trainer.cli" 2>/dev/null  # timeout ends the study driver, not its children
   stamp "fraction $f done"; grep -h "trained\|FAILED" "$OUT/train.log" | tail -$(( n_seeds * n_methods ))
@@ -63,12 +64,15 @@ for d in sorted(pathlib.Path(sys.argv[1]).iterdir()):
         print("unfinished, left behind:", d.name); continue
     print("slim", d.name, "step", slim_checkpoint(d / "last.pt")["step"])
 PY
-# One tarball per finished run, split into 15 MiB parts: a run of any preset fits the per-file limit,
-# and a part left out by the total limit costs only its own run.
-for d in "$RUNS"/*/; do
-  [ -f "$d/train.json" ] || continue
-  name=$(basename "$d")
-  tar czf - "${d%/}" | split -b 15M - "$OUT/$name.tgz.part-"
+# Finished runs packed a few per tarball so that at most 7 files come back (a call returns 8 at most),
+# each split into 15 MiB parts (the per-file limit); a part left out costs only its own group.
+finished=$(for d in "$RUNS"/*/; do [ -f "$d/train.json" ] && echo "${d%/}"; done)
+n=$(echo "$finished" | grep -c . || true)
+per=$(( (n + 6) / 7 )); [ "$per" -ge 1 ] || per=1
+i=0
+echo "$finished" | grep . | xargs -n "$per" | while read -r group; do
+  i=$(( i + 1 ))
+  tar czf - $group | split -b 15M - "$OUT/runs_$i.tgz.part-"
 done
 ls -la "$OUT"
 stamp "done"
