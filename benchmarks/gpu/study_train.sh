@@ -26,10 +26,14 @@ N_SAMPLES=${N_SAMPLES:-20}
 DEVICE=${DEVICE:-cuda}
 DEADLINE_S=${DEADLINE_S:-470}   # whole script, packaging included
 PACK_S=25
-# Each training steps at ~16-20/s on an H200 whether it runs alone or beside 11 others (the rate
-# is bound by the launching process, not the GPU), so a 3000-step phase needs ~190 s whatever its
-# size. A phase given less is killed unfinished and comes home empty (seen: 120 s for 3 runs).
-MIN_PHASE_S=${MIN_PHASE_S:-$(( STEPS / 15 + 15 ))}
+# At batch 64 a training steps at ~16-20/s on an H200 whether it runs alone or beside 11 others (the
+# rate is bound by the launching process, not the GPU), so a 3000-step phase needs ~190 s whatever
+# its size. At batch 256 RS-IMLE's m = 20 forward passes make the GPU the bound: 12/s with 6 runs
+# at once, 7.7/s with 12 (6 of them DDPM). A phase given less is killed unfinished and comes home
+# empty (seen: 120 s for 3 runs); a later call with the same RUNS resumes it from its last
+# checkpoint (--checkpoint-every, 1000 steps) if the machine is still warm.
+RATE=$([ "$BATCH" -le 64 ] && echo 15 || echo 8)   # steps/s to plan with
+MIN_PHASE_S=${MIN_PHASE_S:-$(( STEPS / RATE + 15 ))}
 mkdir -p "$OUT" "$RUNS"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
