@@ -75,6 +75,8 @@ def train_command(run: Run, args, threads: int) -> list[str]:
            "--task", "pusht-state", "--method", run.method, "--fraction", str(run.fraction),
            "--seed", str(run.seed), "--steps", str(args.steps), "--device", args.device, "--threads", str(threads),
            "--out", str(args.runs_dir / run.name), "--no-progress", "--checkpoint-every", str(args.checkpoint_every)]
+    if args.eval_every:  # the paper's protocol: closed-loop validation while training, best.pt kept
+        cmd += ["--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes)]
     for flag, value in (("--data", args.data), ("--preset", args.preset), ("--batch-size", args.batch_size),
                         ("--lr", args.lr), ("--warmup", args.warmup), ("--state-encoder", args.state_encoder)):
         if value is not None:
@@ -120,16 +122,26 @@ def _pooled(fn, items: list, k: int, desc: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ export
+def checkpoint_to_export(run_dir: Path, which: str) -> Path | None:
+    """last.pt, or best.pt (kept by validation while training); None when best.pt is asked for and absent."""
+    path = run_dir / f"{which}.pt"
+    return path if path.exists() or which == "last" else None
+
+
 def export_one(run: Run, args) -> str:
     d = args.runs_dir / run.name
     trained = _read_json(d / "train.json")
     if not trained:
         return f"{run.name}: not trained yet, export skipped"
+    ckpt = checkpoint_to_export(d, args.checkpoint)
+    if ckpt is None:
+        return f"{run.name}: EXPORT FAILED: --checkpoint best but the run has no best.pt (train with --eval-every)"
     done = _read_json(d / "export.json")
-    if done and done.get("steps") == trained["steps"] and (d / "package" / "manifest.json").exists():
+    if (done and done.get("steps") == trained["steps"] and done.get("checkpoint", "last.pt") == ckpt.name
+            and (d / "package" / "manifest.json").exists()):
         return f"{run.name}: exported ({', '.join(done['precisions'])}), skipped"
     cmd = [sys.executable, "-c", "import sys; from trainer.export.cli import main; sys.exit(main())",
-           str(d / "last.pt"), "--out", str(d / "package"), "--quantize", "int8", "--no-progress"]
+           str(ckpt), "--out", str(d / "package"), "--quantize", "int8", "--no-progress"]
     if args.data:
         cmd += ["--data", str(args.data)]
     if run.method == "diffusion" and args.diffusion_sampler != "ddpm":
@@ -153,7 +165,7 @@ def export_one(run: Run, args) -> str:
         return f"{run.name}: EXPORT FAILED (exit {rc}), see {d / 'export.log'}"
     precs = sorted({f["precision"] for f in _read_json(d / "package" / "manifest.json")["files"]})
     (d / "export.json").write_text(json.dumps({"steps": trained["steps"], "precisions": precs,
-                                               "wall_s": time.time() - t0}))
+                                               "checkpoint": ckpt.name, "wall_s": time.time() - t0}))
     note = "" if "int8" in precs else " (INT8 EXPORT FAILED: fp32 only, see export.log)"
     return f"{run.name}: exported {', '.join(precs)} in {time.time() - t0:.0f} s{note}"
 
@@ -548,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, default=None)
     p.add_argument("--checkpoint-every", type=int, default=1000)
     # export / evaluation
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="train: closed-loop validation of the EMA weights every N steps on validation seeds "
+                        "(200000+, disjoint from --eval-seed's), keeping best.pt as the paper does (0 = off)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="validation episodes per --eval-every check")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="export: the final EMA weights (last.pt) or the best validated ones (best.pt)")
     p.add_argument("--export-parallel", type=int, default=0, help="exports at once (default: cores)")
     p.add_argument("--diffusion-sampler", choices=["ddpm", "ddim"], default="ddpm",
                    help="diffusion packages: DDPM-100 (Diffusion Policy's setting, default) or DDIM")

@@ -96,6 +96,32 @@ def test_study_stages_run_end_to_end_on_a_tiny_buffer(study, tiny_buffer, tmp_pa
     assert json.loads((runs / "rs_imle_f1_s0" / "eval_fp32.json").read_text()) == ev2
 
 
+def test_study_keeps_and_exports_the_best_validated_checkpoint(study, tiny_buffer, tmp_path):
+    """--eval-every validates while training (best.pt kept); --checkpoint best exports that one."""
+    runs = tmp_path / "runs"
+    common = ["--methods", "rs_imle", "--fractions", "1", "--seeds", "0", "--runs-dir", str(runs),
+              "--data", str(tiny_buffer[0]), "--export-parallel", "1"]
+    assert study.main(["--stage", "train", "--steps", "4", "--preset", "tiny", "--batch-size", "8", "--n-samples", "4",
+                       "--device", "cpu", "--eval-every", "2", "--eval-episodes", "1", *common]) in (0, None)
+    d = runs / "rs_imle_f1_s0"
+    checks = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if "eval_score" in line]
+    assert [c["step"] for c in checks] == [2, 4] and all(c["eval_episodes"] == 1 for c in checks)
+    assert (d / "best.pt").exists()
+    assert study.main(["--stage", "export", "--checkpoint", "best", *common]) in (0, None)
+    assert json.loads((d / "export.json").read_text())["checkpoint"] == "best.pt"
+    best_step = max(checks, key=lambda c: c["eval_score"])["step"]  # the first of equals is kept
+    manifest = json.loads((d / "package" / "manifest.json").read_text())
+    assert manifest["training"]["steps"] == best_step
+    # asking for last.pt again re-exports (the package is not silently the best one)
+    assert study.main(["--stage", "export", "--checkpoint", "last", *common]) in (0, None)
+    assert json.loads((d / "export.json").read_text())["checkpoint"] == "last.pt"
+    # best.pt missing: that run's export fails with a reason, the stage does not crash
+    (d / "best.pt").unlink()
+    args = study.build_parser().parse_args(["--stage", "export", "--checkpoint", "best", *common])
+    args.precisions = ["fp32"]
+    assert "no best.pt" in study.export_one(study.select_runs(args)[0], args)
+
+
 def test_report_defaults_to_the_runs_folder_not_the_recorded_study(study, tmp_path):
     r = np.linspace(0.2, 0.9, 10)
     _write_run(tmp_path, "rs_imle_f0.1_s0", {"fp32": r})
