@@ -278,8 +278,10 @@ def collect(runs_dir: Path) -> list[dict]:
             if run is None:
                 continue
             t = _read_json(d / "train.json") or {}
+            x = _read_json(d / "export.json") or {}
             rows.append({"method": run.method, "fraction": run.fraction, "seed": run.seed, "precision": prec,
-                         "steps": e["package_steps"], "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
+                         "steps": e["package_steps"], "checkpoint": x.get("checkpoint", "last.pt"),
+                         "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
                          "train_device": t.get("device"),
                          "score": e["summary"]["score"]["value"], "score_low": e["summary"]["score"]["low"],
                          "score_high": e["summary"]["score"]["high"], "success": e["summary"]["success"]["value"],
@@ -512,6 +514,10 @@ def stage_report(args) -> None:
     agg = aggregate(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(agg)
+    best = {(r["method"], r["fraction"], r["seed"]) for r in rows if r["checkpoint"] == "best.pt"}
+    if best:  # a different protocol from the final weights: say so under the table
+        md += (f"\npackages: best.pt (the best closed-loop validation while training) for {len(best)} of "
+               f"{len({(r['method'], r['fraction'], r['seed']) for r in rows})} runs, last.pt for the rest")
     notes = targets(agg, rows)
     if args.against is not None:
         other = collect(args.against)

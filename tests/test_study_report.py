@@ -112,6 +112,11 @@ def test_study_keeps_and_exports_the_best_validated_checkpoint(study, tiny_buffe
     best_step = max(checks, key=lambda c: c["eval_score"])["step"]  # the first of equals is kept
     manifest = json.loads((d / "package" / "manifest.json").read_text())
     assert manifest["training"]["steps"] == best_step
+    assert study.main(["--stage", "eval", "--episodes", "1", "--max-steps", "8", "--precisions", "fp32",
+                       "--eval-workers", "1", "--runs-dir", str(runs)]) in (0, None)
+    assert study.main(["--stage", "report", "--runs-dir", str(runs)]) in (0, None)
+    assert "best.pt (the best closed-loop validation while training) for 1 of 1 runs" in \
+        (runs / "report" / "sample_efficiency.md").read_text()
     # asking for last.pt again re-exports (the package is not silently the best one)
     assert study.main(["--stage", "export", "--checkpoint", "last", *common]) in (0, None)
     assert json.loads((d / "export.json").read_text())["checkpoint"] == "last.pt"
