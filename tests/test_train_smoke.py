@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from trainer.cli import train_main
@@ -46,6 +47,21 @@ def test_seeded_runs_are_identical(tiny_buffer, tmp_path):
     for name in ("a", "b"):
         assert train_main(_args(path, tmp_path / name, 3)) == 0
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_validation_while_training_leaves_the_training_trajectory_unchanged(tiny_buffer, tmp_path):
+    """--eval-every exports and rolls out the EMA network mid-run; the export seeds torch for its parity
+    inputs, which must not reset the training's random stream (it did: every check replayed the
+    same latents and noise). Same seed, with and without validation: the same weights."""
+    pytest.importorskip("gym_pusht")
+    path, _, _ = tiny_buffer
+    assert train_main(_args(path, tmp_path / "plain", 4)) == 0
+    assert train_main([*_args(path, tmp_path / "validated", 4), "--eval-every", "2", "--eval-episodes", "1"]) == 0
+    checks = [r for r in map(json.loads, (tmp_path / "validated" / "metrics.jsonl").read_text().splitlines())
+              if "eval_score" in r]
+    assert [r["step"] for r in checks] == [2, 4]
+    a, b = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "validated")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 

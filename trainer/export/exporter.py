@@ -47,6 +47,13 @@ def export_package(checkpoint: str | Path | dict, out_dir: str | Path, quantize:
     initialised networks); or a :class:`Calibration`. ``overrides`` set fields of ExportOptions.
     Raises ExportError (or DatasetError / CheckpointError) with a one-line message.
     """
+    # The export seeds torch for reproducible parity inputs; the caller's random stream is left as it
+    # was (validation while training exports every K steps and must not replay the training noise).
+    with torch.random.fork_rng(devices=[]):
+        return _export_package(checkpoint, out_dir, quantize, calibration, options, **overrides)
+
+
+def _export_package(checkpoint, out_dir, quantize, calibration, options, **overrides) -> Path:
     opt = options or ExportOptions()
     for k, v in overrides.items():
         if not hasattr(opt, k):
