@@ -199,12 +199,20 @@ def _eval_task(task: tuple) -> tuple:
     return pkg_dir, precision, result
 
 
-def _reusable_episodes(old: dict | None, eval_seed: int, steps: int) -> list:
+def _package_source(run_dir: Path) -> dict:
+    """What the run's package was exported from: the training budget and the checkpoint (last.pt or
+    best.pt). An evaluation belongs to the package only while both match."""
+    return {"package_steps": _read_json(run_dir / "train.json")["steps"],
+            "checkpoint": (_read_json(run_dir / "export.json") or {}).get("checkpoint", "last.pt")}
+
+
+def _reusable_episodes(old: dict | None, eval_seed: int, source: dict) -> list:
     """Episodes of an earlier evaluation that a new one can keep: same first environment seed and the
-    same trained package (episode i always runs environment and policy seed eval_seed + i)."""
+    same package (episode i always runs environment and policy seed eval_seed + i)."""
     from trainer.evaluate.metrics import EpisodeResult
 
-    if not old or old.get("seed") != eval_seed or old.get("package_steps") != steps:
+    if (not old or old.get("seed") != eval_seed or old.get("package_steps") != source["package_steps"]
+            or old.get("checkpoint", "last.pt") != source["checkpoint"]):
         return []
     eps = sorted(old.get("per_episode", []), key=lambda r: r["episode"])
     if [r["episode"] for r in eps] != list(range(len(eps))):
@@ -230,7 +238,7 @@ def stage_eval(runs: list[Run], args) -> None:
                 _log(f"{run.name}: package has no {prec} graph, {prec} eval skipped")
                 continue
             out = d / f"eval_{prec}.json"
-            kept = _reusable_episodes(_read_json(out), args.eval_seed, _read_json(d / "train.json")["steps"])
+            kept = _reusable_episodes(_read_json(out), args.eval_seed, _package_source(d))
             if len(kept) >= args.episodes:
                 continue  # never throw finished episodes away; a larger --episodes extends the evaluation
             todo[(str(d / "package"), prec)] = (out, kept)
@@ -258,7 +266,7 @@ def stage_eval(runs: list[Run], args) -> None:
                 d = Path(pkg).parent
                 out.write_text(json.dumps({
                     "run": d.name, "precision": prec, "episodes": args.episodes, "seed": args.eval_seed,
-                    "package_steps": _read_json(d / "train.json")["steps"], "summary": s.to_dict(),
+                    **_package_source(d), "summary": s.to_dict(),
                     "per_episode": [r.to_dict() for r in eps]}, indent=1))
                 _log(f"{d.name} {prec}: score {s.score}  success {s.success}")
     _log(f"eval: done in {time.time() - t0:.0f} s")
@@ -278,9 +286,8 @@ def collect(runs_dir: Path) -> list[dict]:
             if run is None:
                 continue
             t = _read_json(d / "train.json") or {}
-            x = _read_json(d / "export.json") or {}
             rows.append({"method": run.method, "fraction": run.fraction, "seed": run.seed, "precision": prec,
-                         "steps": e["package_steps"], "checkpoint": x.get("checkpoint", "last.pt"),
+                         "steps": e["package_steps"], "checkpoint": e.get("checkpoint", "last.pt"),
                          "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
                          "train_device": t.get("device"),
                          "score": e["summary"]["score"]["value"], "score_low": e["summary"]["score"]["low"],
@@ -514,10 +521,11 @@ def stage_report(args) -> None:
     agg = aggregate(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(agg)
-    best = {(r["method"], r["fraction"], r["seed"]) for r in rows if r["checkpoint"] == "best.pt"}
+    source = {(r["method"], r["fraction"], r["seed"]): r["checkpoint"] for r in rows}
+    best = sum(c == "best.pt" for c in source.values())
     if best:  # a different protocol from the final weights: say so under the table
-        md += (f"\npackages: best.pt (the best closed-loop validation while training) for {len(best)} of "
-               f"{len({(r['method'], r['fraction'], r['seed']) for r in rows})} runs, last.pt for the rest")
+        md += (f"\npackages: best.pt (the best closed-loop validation while training) for {best} of "
+               f"{len(source)} runs, last.pt for the rest")
     notes = targets(agg, rows)
     if args.against is not None:
         other = collect(args.against)
@@ -652,19 +660,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     t0 = time.time()
     stages = ["train", "export", "eval", "report"] if args.stage == "all" else [args.stage]
+    if "eval" in stages or (args.eval_every and "train" in stages):  # before any work, not per training
+        from trainer.evaluate.env import SimUnavailable, require_gym_pusht
+
+        try:
+            require_gym_pusht()
+        except SimUnavailable as exc:
+            print(f"sample_efficiency: error: {exc}", file=sys.stderr)
+            return 2
     for stage in stages:
         if stage == "train":
             stage_train(runs, args)
         elif stage == "export":
             stage_export(runs, args)
         elif stage == "eval":
-            from trainer.evaluate.env import SimUnavailable, require_gym_pusht
-
-            try:
-                require_gym_pusht()
-            except SimUnavailable as exc:
-                print(f"sample_efficiency: error: {exc}", file=sys.stderr)
-                return 2
             stage_eval(runs, args)
         else:
             stage_report(args)

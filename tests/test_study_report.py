@@ -112,19 +112,39 @@ def test_study_keeps_and_exports_the_best_validated_checkpoint(study, tiny_buffe
     best_step = max(checks, key=lambda c: c["eval_score"])["step"]  # the first of equals is kept
     manifest = json.loads((d / "package" / "manifest.json").read_text())
     assert manifest["training"]["steps"] == best_step
-    assert study.main(["--stage", "eval", "--episodes", "1", "--max-steps", "8", "--precisions", "fp32",
-                       "--eval-workers", "1", "--runs-dir", str(runs)]) in (0, None)
+    evaluate = ["--stage", "eval", "--episodes", "1", "--max-steps", "8", "--precisions", "fp32",
+                "--eval-workers", "1", "--runs-dir", str(runs)]
+    assert study.main(evaluate) in (0, None)
+    assert json.loads((d / "eval_fp32.json").read_text())["checkpoint"] == "best.pt"
     assert study.main(["--stage", "report", "--runs-dir", str(runs)]) in (0, None)
     assert "best.pt (the best closed-loop validation while training) for 1 of 1 runs" in \
         (runs / "report" / "sample_efficiency.md").read_text()
-    # asking for last.pt again re-exports (the package is not silently the best one)
+    # asking for last.pt again re-exports (the package is not silently the best one), and the
+    # best package's episodes are not kept for the new one: it is evaluated again
     assert study.main(["--stage", "export", "--checkpoint", "last", *common]) in (0, None)
     assert json.loads((d / "export.json").read_text())["checkpoint"] == "last.pt"
+    assert study.main(evaluate) in (0, None)
+    assert json.loads((d / "eval_fp32.json").read_text())["checkpoint"] == "last.pt"
+    assert study.main(["--stage", "report", "--runs-dir", str(runs)]) in (0, None)
+    assert "best.pt" not in (runs / "report" / "sample_efficiency.md").read_text()
     # best.pt missing: that run's export fails with a reason, the stage does not crash
     (d / "best.pt").unlink()
     args = study.build_parser().parse_args(["--stage", "export", "--checkpoint", "best", *common])
     args.precisions = ["fp32"]
     assert "no best.pt" in study.export_one(study.select_runs(args)[0], args)
+
+
+def test_validation_without_the_simulator_is_one_error_before_any_training(study, tmp_path, monkeypatch, capsys):
+    import trainer.evaluate.env as env
+
+    def missing():
+        raise env.SimUnavailable("gym-pusht is not installed")
+
+    monkeypatch.setattr(env, "require_gym_pusht", missing)
+    argv = ["--stage", "train", "--methods", "rs_imle", "--fractions", "1", "--steps", "2", "--runs-dir", str(tmp_path)]
+    assert study.main([*argv, "--eval-every", "1"]) == 2
+    assert "gym-pusht is not installed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing was started
 
 
 def test_report_defaults_to_the_runs_folder_not_the_recorded_study(study, tmp_path):
