@@ -200,3 +200,33 @@ def test_report_against_another_study_pairs_the_same_runs(study, tmp_path, capsy
     assert study.main(["--stage", "report", "--runs-dir", str(long), "--against", str(tmp_path / "nope")]) == 2
     assert study.main(["--stage", "export", "--runs-dir", str(long), "--against", str(short)]) == 2
     assert "--against needs --stage report" in capsys.readouterr().err
+
+
+def test_per_episode_comparison_finds_states_one_method_alone_solves(study, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        per_episode = importlib.import_module("per_episode")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(1)
+    shared = rng.uniform(0.3, 0.7, 20)  # both methods score these states alike
+    for seed in (0, 1, 2):
+        a, b = shared + rng.normal(0, 0.02, 20), shared + rng.normal(0, 0.02, 20)
+        a[3], b[3] = 1.0, 0.05  # state 3 (env seed 103): only rs_imle solves it, in every run
+        b[7], a[7] = 0.9, 0.0   # state 7 (env seed 107): only diffusion
+        _write_run(tmp_path, f"rs_imle_f0.1_s{seed}", {"fp32": np.clip(a, 0, 1)})
+        _write_run(tmp_path, f"diffusion_f0.1_s{seed}", {"fp32": np.clip(b, 0, 1)})
+    res = per_episode.compare(study.collect(tmp_path), "rs_imle", "diffusion", 0.1)
+    assert res["runs"] == [3, 3] and res["episodes"] == 20
+    assert [s["env_seed"] for s in res["method_specific"]["only_a"]] == [103]
+    assert [s["env_seed"] for s in res["method_specific"]["only_b"]] == [107]
+    assert res["largest_differences"]["a_ahead"][0]["env_seed"] == 103
+    assert res["largest_differences"]["b_ahead"][0]["env_seed"] == 107
+    assert res["histogram"]["rs_imle"]["success"] == 3 and res["histogram"]["diffusion"]["success"] == 0
+    assert sum(res["histogram"]["diffusion"].values()) == 60
+    out = tmp_path / "report"
+    assert per_episode.main(["--runs-dir", str(tmp_path), "--fraction", "0.1", "--out", str(out)]) == 0
+    assert (out / "per_episode_rs_imle_diffusion_f0.1.json").is_file()
+    assert (out / "per_episode_rs_imle_diffusion_f0.1.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # no runs at that fraction: one argparse error, no traceback
+        per_episode.main(["--runs-dir", str(tmp_path), "--fraction", "0.5"])
