@@ -78,7 +78,8 @@ def train_command(run: Run, args, threads: int) -> list[str]:
     if args.eval_every:  # the paper's protocol: closed-loop validation while training, best.pt kept
         cmd += ["--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes)]
     for flag, value in (("--data", args.data), ("--preset", args.preset), ("--batch-size", args.batch_size),
-                        ("--lr", args.lr), ("--warmup", args.warmup), ("--state-encoder", args.state_encoder)):
+                        ("--lr", args.lr), ("--warmup", args.warmup), ("--state-encoder", args.state_encoder),
+                        ("--obs-noise", args.obs_noise)):
         if value is not None:
             cmd += [flag, str(value)]
     if run.method == "rs_imle":
@@ -572,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-encoder", default=None)
     p.add_argument("--n-samples", type=int, default=None)
     p.add_argument("--epsilon", type=float, default=None)
+    p.add_argument("--obs-noise", type=float, default=None,
+                   help="train: observation-noise augmentation (imle-train --obs-noise), every method")
     p.add_argument("--checkpoint-every", type=int, default=1000)
     # export / evaluation
     p.add_argument("--eval-every", type=int, default=0,

@@ -65,6 +65,25 @@ def test_validation_while_training_leaves_the_training_trajectory_unchanged(tiny
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_obs_noise_has_the_asked_std_in_normalised_units_and_changes_training(tiny_buffer, tmp_path):
+    from trainer.train.loop import noisy_state
+
+    torch.manual_seed(0)
+    scale = torch.tensor([2 / 512, 2 / 512, 2 / 6.28])  # min-max scales of pixels and an angle
+    raw = torch.zeros(20000, 2, 3)
+    noise_normalised = (noisy_state(raw, scale, 0.02) - raw) * scale
+    assert noise_normalised.std(dim=(0, 1)).numpy() == pytest.approx([0.02] * 3, rel=0.03)
+    assert abs(float(noise_normalised.mean())) < 1e-3
+    path, _, _ = tiny_buffer
+    assert train_main(_args(path, tmp_path / "plain", 3)) == 0
+    assert train_main([*_args(path, tmp_path / "noisy", 3), "--obs-noise", "0.05"]) == 0
+    assert train_main([*_args(path, tmp_path / "noisy2", 3), "--obs-noise", "0.05"]) == 0
+    a, b, c = (load_checkpoint(tmp_path / n) for n in ("plain", "noisy", "noisy2"))
+    assert b["config"]["obs_noise"] == 0.05
+    assert not all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # the noise reached training
+    assert all(torch.equal(b["model"][k], c["model"][k]) for k in b["model"])  # and is seeded
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path):
     cmd = [sys.executable, "-m", "trainer.cli", "--data", str(tmp_path / "missing.zarr"), "--steps", "1",
            "--out", str(tmp_path / "o")]

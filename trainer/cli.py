@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
     p.add_argument("--n-samples", type=int, default=None, help="RS-IMLE: latents per datapoint m (default 20)")
     p.add_argument("--epsilon", type=float, default=None, help="RS-IMLE: rejection radius (default 0.03)")
+    p.add_argument("--obs-noise", type=float, default=None,
+                   help="std of Gaussian noise added to the observed state while training, in normalised "
+                        "units where [-1, 1] spans the demos (default 0: off; 0.02 is about 5 px on Push-T)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -61,7 +64,7 @@ def config_from_args(args: argparse.Namespace):
                  "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
                  "seed": args.seed, "device": args.device, "threads": args.threads, "out_dir": args.out,
                  "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
-                 "eval_episodes": args.eval_episodes}
+                 "eval_episodes": args.eval_episodes, "obs_noise": args.obs_noise}
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
@@ -77,6 +80,8 @@ def config_from_args(args: argparse.Namespace):
         cfg.rs_imle.epsilon = args.epsilon
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.rs_imle.n_samples <= 0:
         raise ValueError("--steps, --batch-size and --n-samples must be positive")
+    if cfg.obs_noise < 0:
+        raise ValueError(f"--obs-noise must be >= 0, got {cfg.obs_noise}")
     return cfg
 
 

@@ -22,6 +22,9 @@ class TrainConfig:
     weight_decay: float = 1e-6
     warmup_steps: int = 500
     grad_clip: float = 1.0
+    # Gaussian noise on the observed state while training, std in normalised units ([-1, 1] spans the
+    # demos' range): 0.02 is about 5 px on Push-T. Smooths the policy over states the demos miss.
+    obs_noise: float = 0.0
     ema_decay: float = 0.9999
     seed: int = 0
     device: str = "auto"  # auto -> cuda when present, else cpu

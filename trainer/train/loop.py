@@ -56,6 +56,12 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str,
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def noisy_state(obs_state: torch.Tensor, state_scale: torch.Tensor, std: float) -> torch.Tensor:
+    """Observation-noise augmentation: raw state plus N(0, std^2) in normalised units, i.e. std / scale
+    in each raw dimension (min-max normalisation is x * scale + offset)."""
+    return obs_state + torch.randn_like(obs_state) * (std / state_scale)
+
+
 def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn | None = None,
           resume: bool = True, progress: bool = True, command: str = "") -> TrainResult:
     """Train (or resume) a policy as configured; returns where the checkpoints are.
@@ -125,6 +131,8 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
     while step < cfg.steps:
         idx = rng.integers(0, len(dataset), size=cfg.batch_size)
         batch = _to_tensors(dataset.batch(idx), device)
+        if cfg.obs_noise > 0:
+            batch["obs_state"] = noisy_state(batch["obs_state"], net.state_scale, cfg.obs_noise)
         cond = net.encode(batch["obs_state"], batch.get("obs_image"))
         target = net.normalize_action(batch["action"])
         loss, info = objective.loss(net, cond, target)
