@@ -34,28 +34,21 @@ def per_state_scores(rows: list[dict], method: str, fraction: float, precision: 
     return np.array([[r["episodes_reward"][s] for s in seeds] for r in rs]), seeds
 
 
-def method_specific(a: np.ndarray, b: np.ndarray, seeds: list[int], solved: float = 0.8,
+def _states(ma: np.ndarray, mb: np.ndarray, seeds: list[int], idx) -> list[dict]:
+    return [{"env_seed": int(seeds[i]), "a": round(float(ma[i]), 3), "b": round(float(mb[i]), 3)} for i in idx]
+
+
+def method_specific(ma: np.ndarray, mb: np.ndarray, seeds: list[int], solved: float = 0.8,
                     failed: float = 0.2) -> dict[str, list[dict]]:
-    """States one method solves on average over its runs (mean >= solved) and the other fails (<= failed)."""
-    ma, mb = a.mean(0), b.mean(0)
-
-    def pick(mask):
-        return [{"env_seed": int(seeds[i]), "a": round(float(ma[i]), 3), "b": round(float(mb[i]), 3)}
-                for i in np.flatnonzero(mask)]
-
-    return {"only_a": pick((ma >= solved) & (mb <= failed)), "only_b": pick((mb >= solved) & (ma <= failed))}
+    """From per-state mean scores: states one method solves (mean >= solved) and the other fails (<= failed)."""
+    return {"only_a": _states(ma, mb, seeds, np.flatnonzero((ma >= solved) & (mb <= failed))),
+            "only_b": _states(ma, mb, seeds, np.flatnonzero((mb >= solved) & (ma <= failed)))}
 
 
-def largest_differences(a: np.ndarray, b: np.ndarray, seeds: list[int], k: int = 5) -> dict[str, list[dict]]:
-    """The k states where method a's mean score most exceeds b's, and the k where it falls most short."""
-    d = a.mean(0) - b.mean(0)
-    order = np.argsort(d)
-
-    def rows(idx):
-        return [{"env_seed": int(seeds[i]), "a": round(float(a.mean(0)[i]), 3), "b": round(float(b.mean(0)[i]), 3)}
-                for i in idx]
-
-    return {"a_ahead": rows(order[::-1][:k]), "b_ahead": rows(order[:k])}
+def largest_differences(ma: np.ndarray, mb: np.ndarray, seeds: list[int], k: int = 5) -> dict[str, list[dict]]:
+    """From per-state mean scores: the k states where a leads b most, and the k where b leads a most."""
+    order = np.argsort(ma - mb)
+    return {"a_ahead": _states(ma, mb, seeds, order[::-1][:k]), "b_ahead": _states(ma, mb, seeds, order[:k])}
 
 
 def compare(rows: list[dict], a: str, b: str, fraction: float, precision: str = "fp32") -> dict:
@@ -64,13 +57,14 @@ def compare(rows: list[dict], a: str, b: str, fraction: float, precision: str = 
     seeds = sorted(set(seeds_a) & set(seeds_b))
     ra = ra[:, [seeds_a.index(s) for s in seeds]]
     rb = rb[:, [seeds_b.index(s) for s in seeds]]
+    ma, mb = ra.mean(0), rb.mean(0)  # per-state scores, averaged over each method's runs
     return {"methods": [a, b], "fraction": fraction, "precision": precision, "runs": [len(ra), len(rb)],
             "episodes": len(seeds), "score": [float(ra.mean()), float(rb.mean())],
             "histogram": {m: dict(zip(BIN_LABELS, np.histogram(x, BINS)[0].tolist())) for m, x in ((a, ra), (b, rb))},
-            "state_correlation": float(np.corrcoef(ra.mean(0), rb.mean(0))[0, 1]),
-            "method_specific": method_specific(ra, rb, seeds),
-            "largest_differences": largest_differences(ra, rb, seeds),
-            "per_state": {"env_seed": seeds, a: ra.mean(0).round(4).tolist(), b: rb.mean(0).round(4).tolist()}}
+            "state_correlation": float(np.corrcoef(ma, mb)[0, 1]),
+            "method_specific": method_specific(ma, mb, seeds),
+            "largest_differences": largest_differences(ma, mb, seeds),
+            "per_state": {"env_seed": seeds, a: ma.round(4).tolist(), b: mb.round(4).tolist()}}
 
 
 def table(res: dict) -> str:

@@ -147,6 +147,20 @@ def test_reserved_slice_when_every_episode_was_trained(buffer_path, tmp_path):
     assert "reserved slice" in load_package(out).manifest.parity.source
 
 
+@pytest.mark.parametrize("method", ["rs_imle", "diffusion"])
+def test_export_leaves_the_callers_random_streams_alone(buffer_path, tmp_path, monkeypatch, method):
+    """Validation while training exports mid-run: re-seeding torch there (CPU, or CUDA through
+    torch.manual_seed) would replay the training's latents and noise after every check."""
+    def no_global_seeding(*_):
+        raise AssertionError("export re-seeded torch's global random streams")
+
+    state = tiny_state(buffer_path, method)  # (builds its network from a seed: before the guard)
+    monkeypatch.setattr(torch, "manual_seed", no_global_seeding)
+    before = torch.get_rng_state()
+    export_package(state, tmp_path / method, **FAST)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("method,sampler", [("diffusion", SamplerSpec("ddim", 4)), ("flow_matching", None)])
 def test_baseline_packages_run_through_the_same_runtime(buffer_path, tmp_path, method, sampler):
     out = export_package(tiny_state(buffer_path, method), tmp_path / method, sampler=sampler, **FAST)

@@ -84,6 +84,13 @@ def test_obs_noise_has_the_asked_std_in_normalised_units_and_changes_training(ti
     assert all(torch.equal(b["model"][k], c["model"][k]) for k in b["model"])  # and is seeded
 
 
+def test_negative_obs_noise_is_a_one_line_error(tiny_buffer, tmp_path, capsys):
+    assert train_main([*_args(tiny_buffer[0], tmp_path / "bad", 1), "--obs-noise", "-0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "imle-train: error: --obs-noise must be >= 0, got -0.1"
+    assert not (tmp_path / "bad").exists()  # refused before any training
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path):
     cmd = [sys.executable, "-m", "trainer.cli", "--data", str(tmp_path / "missing.zarr"), "--steps", "1",
            "--out", str(tmp_path / "o")]

@@ -11,7 +11,7 @@ import torch
 from runtime import samplers
 from runtime.onnx_session import make_session
 from runtime.package import Parity, SamplerSpec
-from trainer.export.common import (ExportOptions, bar, check_fp32, fp32_net, layout, obs_feeds,
+from trainer.export.common import (ExportOptions, bar, check_fp32, example_chunks, fp32_net, layout, obs_feeds,
                                    quantize_from_conv_form, to_torch)
 from trainer.export.graphs import DenoiserGraph, EncoderGraph
 from trainer.export.observations import Calibration
@@ -40,7 +40,7 @@ def export_baseline(net: PolicyNetwork, stage: Path, calib: Calibration, opt: Ex
     with torch.no_grad():
         cond0 = enc(*to_torch(example))
     cond_dim = int(cond0.shape[1])
-    den_example = (cond0, torch.randn(3, tp, a), torch.tensor([5.0]))
+    den_example = (cond0, example_chunks(3, tp, a, opt.seed), torch.tensor([5.0]))
     den_spec = GraphSpec(["cond", "sample", "timestep"], ["output"], {"sample": {0: "N"}, "output": {0: "N"}},
                          {"output": ["N", tp, a]})
     export_graph(DenoiserGraph(fp32_net(net, opt)), den_example, stage / "denoiser.onnx", den_spec)

@@ -48,6 +48,12 @@ def obs_feeds(obs: ObservationSet, k: int) -> dict[str, np.ndarray]:
     return f
 
 
+def example_chunks(n: int, tp: int, a: int, seed: int) -> torch.Tensor:
+    """Seeded chunk-shaped inputs (latents / noisy samples) for tracing, from a private generator: the
+    export never touches torch's global random stream (validation while training exports mid-run)."""
+    return torch.randn(n, tp, a, generator=torch.Generator().manual_seed(seed))
+
+
 def to_torch(feeds: dict[str, np.ndarray]) -> list[torch.Tensor]:
     return [torch.from_numpy(v) for v in feeds.values()]
 

@@ -47,8 +47,9 @@ def export_package(checkpoint: str | Path | dict, out_dir: str | Path, quantize:
     initialised networks); or a :class:`Calibration`. ``overrides`` set fields of ExportOptions.
     Raises ExportError (or DatasetError / CheckpointError) with a one-line message.
     """
-    # The export seeds torch for reproducible parity inputs; the caller's random stream is left as it
-    # was (validation while training exports every K steps and must not replay the training noise).
+    # Validation while training exports mid-run and must leave the training's random streams as they
+    # were. The export seeds only private generators (never torch.manual_seed, which would also reset
+    # CUDA's); building the graph wrappers initialises layers from the CPU stream, which is forked here.
     with torch.random.fork_rng(devices=[]):
         return _export_package(checkpoint, out_dir, quantize, calibration, options, **overrides)
 
@@ -83,7 +84,6 @@ def _export_package(checkpoint, out_dir, quantize, calibration, options, **overr
         raise ExportError("calibration must be None, 'random' or a Calibration")
     low, high = list(state["action_stats"]["min"]), list(state["action_stats"]["max"])
 
-    torch.manual_seed(opt.seed)
     stage = staging_dir(out_dir)
     try:
         sampler, cond_dim = None, None

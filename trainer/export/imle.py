@@ -8,7 +8,7 @@ import torch
 
 from runtime.onnx_session import make_session
 from runtime.package import Parity
-from trainer.export.common import (ExportOptions, bar, check_fp32, fp32_net, layout, obs_feeds,
+from trainer.export.common import (ExportOptions, bar, check_fp32, example_chunks, fp32_net, layout, obs_feeds,
                                    quantize_from_conv_form, to_torch)
 from trainer.export.graphs import GeneratorGraph
 from trainer.export.observations import Calibration, ObservationSet
@@ -26,7 +26,7 @@ def export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
     rng = np.random.default_rng(opt.seed)
     obs_names = ["obs_state"] + (["obs_image"] if spec.image_shape is not None else [])
     gspec = GraphSpec(obs_names + ["z"], ["actions"], {"z": {0: "N"}, "actions": {0: "N"}}, {"actions": ["N", tp, a]})
-    example = (*to_torch(obs_feeds(calib.parity, 0)), torch.randn(3, tp, a))
+    example = (*to_torch(obs_feeds(calib.parity, 0)), example_chunks(3, tp, a, opt.seed))
     export_graph(GeneratorGraph(fp32_net(net, opt)), example, stage / "generator.onnx", gspec)
 
     def feeds_at(n: int, k: int = 0, obs: ObservationSet = calib.parity) -> dict[str, np.ndarray]:
