@@ -231,3 +231,27 @@ def test_baseline_int8_export(buffer_path, tmp_path, method):
     assert m.parity.int8_vs_fp32 is not None and m.parity.int8_vs_fp32.mean_frac_of_range < 0.05
     pol = Policy(out, candidates=3)
     assert pol.precision == "int8" and pol.act(np.full((TO, 5), 100.0, np.float32)).shape == (TA, 2)
+
+
+def test_groupnorm_rewrite_is_exact_and_never_asks_batch_norm_for_eps_0(monkeypatch):
+    """torch 2.11 (the GPU image's) raises on batch_norm eps <= 0, which broke export there."""
+    import torch.nn.functional as F
+
+    from trainer.export.rewrites import GroupNormBNAffine
+
+    real = F.batch_norm
+
+    def strict_batch_norm(*args, **kwargs):
+        eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
+        if eps <= 0:
+            raise ValueError(f"batch_norm eps must be positive, but got {eps}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "batch_norm", strict_batch_norm)
+    gn = torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        gn.weight.normal_()
+        gn.bias.normal_()
+    x = torch.randn(3, 16, 8)
+    with torch.no_grad():
+        assert torch.allclose(GroupNormBNAffine(gn)(x), gn(x), atol=1e-6, rtol=0)

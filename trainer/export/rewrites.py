@@ -106,10 +106,16 @@ class ExpMish(nn.Module):
         return x * (n / (n + 2.0))
 
 
+_AFFINE_EPS = 1e-12
+
+
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Per-channel weight * x + bias as an inference BatchNormalization (mean 0, variance 1, eps 0)."""
+    """Per-channel weight * x + bias as an inference BatchNormalization (mean 0, variance 1).
+
+    eps is 1e-12, not 0: torch 2.11 rejects eps 0 (the export failed there), and 1 + 1e-12 rounds
+    to exactly 1 in float32, so the graph still computes weight * x + bias."""
     zeros = torch.zeros_like(weight)
-    return F.batch_norm(x, zeros, torch.ones_like(weight), weight, bias, False, 0.0, 0.0)
+    return F.batch_norm(x, zeros, torch.ones_like(weight), weight, bias, False, 0.0, _AFFINE_EPS)
 
 
 class GroupNormBNAffine(nn.Module):
