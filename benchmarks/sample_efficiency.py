@@ -291,6 +291,7 @@ def collect(runs_dir: Path) -> list[dict]:
                          "steps": e["package_steps"], "checkpoint": e.get("checkpoint", "last.pt"),
                          "train_wall_s": t.get("wall_s"), "episodes": e["episodes"],
                          "train_device": t.get("device"),
+                         "preset": (_read_json(d / "config.json") or {}).get("net_preset"),
                          "score": e["summary"]["score"]["value"], "score_low": e["summary"]["score"]["low"],
                          "score_high": e["summary"]["score"]["high"], "success": e["summary"]["success"]["value"],
                          "success_low": e["summary"]["success"]["low"], "success_high": e["summary"]["success"]["high"],
@@ -379,7 +380,7 @@ def markdown(agg: dict) -> str:
     lines = [head, "|" + "---|" * (2 + len(fracs))]
     most = max(a["seeds"] for a in agg.values())
     for m in methods:
-        for prec in PRECISIONS:
+        for prec in [p for p in PRECISIONS if any(k[2] == p for k in agg)]:
             cells = []
             for f in fracs:
                 a = agg.get((m, f, prec))
@@ -516,6 +517,7 @@ def plot(agg: dict, path: Path, rows: list[dict] | None = None) -> None:
 
 def stage_report(args) -> None:
     rows = collect(args.runs_dir) if args.runs_dir.exists() else []
+    rows = [r for r in rows if r["precision"] in args.precisions]  # --precisions fp32: no int8 rows or notes
     if not rows:
         _log(f"report: no evaluated runs in {args.runs_dir}")
         return
@@ -527,9 +529,12 @@ def stage_report(args) -> None:
     if best:  # a different protocol from the final weights: say so under the table
         md += (f"\npackages: best.pt (the best closed-loop validation while training) for {best} of "
                f"{len(source)} runs, last.pt for the rest")
+    presets = sorted({(r["method"], r["preset"]) for r in rows if r["preset"]})
+    if len({p for _, p in presets}) > 1:  # a probe that mixes network sizes: say which is which
+        md += "\nU-Net preset: " + ", ".join(f"{m} {p}" for m, p in presets)
     notes = targets(agg, rows)
     if args.against is not None:
-        other = collect(args.against)
+        other = [r for r in collect(args.against) if r["precision"] in args.precisions]
         if not other:
             _log(f"report: no evaluated runs in {args.against} to compare against")
         notes += against(rows, other, args.against.name)

@@ -230,3 +230,27 @@ def test_per_episode_comparison_finds_states_one_method_alone_solves(study, tmp_
     assert (out / "per_episode_rs_imle_diffusion_f0.1.png").stat().st_size > 0
     with pytest.raises(SystemExit):  # no runs at that fraction: one argparse error, no traceback
         per_episode.main(["--runs-dir", str(tmp_path), "--fraction", "0.5"])
+
+
+def test_report_keeps_only_the_precisions_asked_for(study, tmp_path):
+    r = np.linspace(0.2, 0.9, 10)
+    _write_run(tmp_path, "rs_imle_f0.1_s0", {"fp32": r, "int8": r[::-1] * 0.5})
+    assert study.main(["--stage", "report", "--runs-dir", str(tmp_path), "--precisions", "fp32"]) in (0, None)
+    md = (tmp_path / "report" / "sample_efficiency.md").read_text()
+    report = json.loads((tmp_path / "report" / "sample_efficiency.json").read_text())
+    assert "| rs_imle | fp32 |" in md and "| rs_imle | int8 |" not in md and "int8 - fp32" not in md
+    assert [row["precision"] for row in report["runs"]] == ["fp32"]
+    assert study.main(["--stage", "report", "--runs-dir", str(tmp_path)]) in (0, None)  # default: both
+    assert "| rs_imle | int8 |" in (tmp_path / "report" / "sample_efficiency.md").read_text()
+
+
+def test_report_names_the_network_sizes_when_runs_mix_them(study, tmp_path):
+    r = np.linspace(0.2, 0.9, 10)
+    for name, preset in (("rs_imle_f0.1_s0", "paper"), ("diffusion_f0.1_s0", "tiny")):
+        _write_run(tmp_path, name, {"fp32": r})
+        (tmp_path / name / "config.json").write_text(json.dumps({"net_preset": preset}))
+    assert study.main(["--stage", "report", "--runs-dir", str(tmp_path)]) in (0, None)
+    assert "U-Net preset: diffusion tiny, rs_imle paper" in (tmp_path / "report" / "sample_efficiency.md").read_text()
+    (tmp_path / "rs_imle_f0.1_s0" / "config.json").write_text(json.dumps({"net_preset": "tiny"}))
+    assert study.main(["--stage", "report", "--runs-dir", str(tmp_path)]) in (0, None)
+    assert "U-Net preset" not in (tmp_path / "report" / "sample_efficiency.md").read_text()
