@@ -379,8 +379,9 @@ def markdown(agg: dict) -> str:
     head = "| method | precision | " + " | ".join(f"{f:.0%} of demos" for f in fracs) + " |"
     lines = [head, "|" + "---|" * (2 + len(fracs))]
     most = max(a["seeds"] for a in agg.values())
+    precisions = [p for p in PRECISIONS if any(k[2] == p for k in agg)]
     for m in methods:
-        for prec in [p for p in PRECISIONS if any(k[2] == p for k in agg)]:
+        for prec in precisions:
             cells = []
             for f in fracs:
                 a = agg.get((m, f, prec))

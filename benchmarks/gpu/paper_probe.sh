@@ -11,8 +11,6 @@
 # At home: tar xzf OUT/runs.tgz, then
 #   python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se_paper --against runs/se_3000
 set -u
-PY=${PY:-python3}
-OUT=${OUT:-/tmp/gpu-out}
 DATA=${DATA:-.gpu/data/pusht.zarr}
 RUNS=${RUNS:-runs/se_paper}
 METHODS=${METHODS:-rs_imle}
@@ -26,35 +24,30 @@ TRAIN_S=${TRAIN_S:-300}       # training phase wall budget
 EXPORT_S=${EXPORT_S:-90}
 DEADLINE_S=${DEADLINE_S:-540} # whole script; evaluation gets what is left (less PACK_S)
 PACK_S=15
-mkdir -p "$OUT" "$RUNS"
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+mkdir -p "$RUNS"
+NEEDS="zarr, gym_pusht, onnxruntime" . "$(dirname "$0")/prologue.sh"
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 SE="$PY benchmarks/sample_efficiency.py --runs-dir $RUNS --data $DATA --methods $METHODS --fractions $FRACTION --seeds $SEEDS"
 
-if [ -d .gpu/wheels ] && [ "${SKIP_WHEELS:-0}" != 1 ]; then
-  $PY -m pip install -q --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
-$PY -c "import torch, zarr, gym_pusht, onnxruntime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 
 n_runs=$(( $(echo "$SEEDS" | tr ',' '\n' | grep -c .) * $(echo "$METHODS" | tr ',' '\n' | grep -c .) ))
 stamp "train: $METHODS f$FRACTION seeds $SEEDS, preset $PRESET, $STEPS steps ($TRAIN_S s budget)"
-( sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$OUT/gpu_util.txt" 2>&1 ) &
+( sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader > "$OUT/gpu_util.txt" 2>&1 ) >/dev/null 2>&1 &
 util=$!
 timeout "$TRAIN_S" $SE --stage train --device "$DEVICE" --steps "$STEPS" --parallel "$n_runs" --threads 1 \
   --preset "$PRESET" --batch-size 64 --n-samples 10 --lr 1e-3 --warmup 200 --checkpoint-every 500 > "$OUT/train.log" 2>&1
-pkill -f "trainer.cli" 2>/dev/null  # timeout ends the study driver, not its children
+stop_trainers
 sleep 2
 kill $util 2>/dev/null
 stamp "train phase over"; cat "$OUT/train.log"
 # A run cut short: export its last checkpoint anyway, marked partial.
 $PY - "$RUNS" <<'PY'
-import json, pathlib, sys, torch
+import json, pathlib, sys
+from trainer.train.checkpoint import load_checkpoint
 for d in sorted(pathlib.Path(sys.argv[1]).glob("*_f*_s*")):
     if (d / "train.json").exists() or not (d / "last.pt").exists():
         continue
-    step = torch.load(d / "last.pt", map_location="cpu", weights_only=False)["step"]
+    step = load_checkpoint(d / "last.pt")["step"]
     (d / "train.json").write_text(json.dumps({"steps": step, "partial": True, "device": "cuda"}))
     print("partial run:", d.name, "step", step)
 PY

@@ -14,8 +14,6 @@
 # and call the device with carry [".gpu"].
 # Usage (on the device): OUT=/path bash benchmarks/gpu/session.sh
 set -u
-PY=${PY:-python3}
-OUT=${OUT:-/tmp/gpu-out}
 DATA=${DATA:-.gpu/data/pusht.zarr}
 SHIP_STEPS=${SHIP_STEPS:-7000}
 STUDY_STEPS=${STUDY_STEPS:-2000}
@@ -24,16 +22,8 @@ EPISODES=${EPISODES:-50}
 EXPORT_S=${EXPORT_S:-130}
 EVAL_S=${EVAL_S:-170}
 DEVICE=${DEVICE:-cuda}
-mkdir -p "$OUT" runs
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-
-if [ -d .gpu/wheels ] && [ "${SKIP_WHEELS:-0}" != 1 ]; then
-  $PY -m pip install -q --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-$PY -c "import torch, zarr, gym_pusht, onnxruntime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+mkdir -p runs
+NEEDS="zarr, gym_pusht, onnxruntime" . "$(dirname "$0")/prologue.sh"
 
 stamp "training: shipped model ($SHIP_STEPS steps) + study ($STUDY_STEPS steps per run)"
 timeout "$TRAIN_S" $PY -m trainer.cli --task pusht-state --data "$DATA" --steps "$SHIP_STEPS" --device "$DEVICE" \
@@ -45,7 +35,7 @@ if [ "$STUDY" = 1 ]; then
     --parallel 12 --threads 1 --runs-dir runs/se --data "$DATA" > "$OUT/se_train.log" 2>&1
 fi
 wait $ship
-pkill -f "trainer.cli" 2>/dev/null  # timeout ends the study driver, not its children
+stop_trainers
 stamp "training done"; grep -h "trained\|FAILED" "$OUT/se_train.log" | tail -14; tail -3 "$OUT/ship_train.log"
 
 # The shipped checkpoint comes home slim (EMA weights only: under the 16 MiB a returned file may

@@ -12,8 +12,6 @@
 # At home: for r in $(ls OUT/*.tgz.part-* | sed 's/\.part-.*//' | sort -u); do cat $r.part-* | tar xz; done
 #   then sample_efficiency.py --stage export/eval/report on that runs dir.
 set -u
-PY=${PY:-python3}
-OUT=${OUT:-/tmp/gpu-out}
 DATA=${DATA:-.gpu/data/pusht.zarr}
 RUNS=${RUNS:-runs/se_gpu}
 FRACTIONS=${FRACTIONS:-0.1 0.25}
@@ -34,16 +32,9 @@ PACK_S=25
 # checkpoint (--checkpoint-every, 1000 steps) if the machine is still warm.
 RATE=$([ "$BATCH" -le 64 ] && echo 15 || echo 8)   # steps/s to plan with
 MIN_PHASE_S=${MIN_PHASE_S:-$(( STEPS / RATE + 15 ))}
-mkdir -p "$OUT" "$RUNS"
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-
-if [ -d .gpu/wheels ] && [ "${SKIP_WHEELS:-0}" != 1 ]; then
-  $PY -m pip install -q --no-index --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
-$PY -c "import torch, zarr; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+mkdir -p "$RUNS"
+NEEDS=zarr . "$(dirname "$0")/prologue.sh"
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 
 n_seeds=$(echo "$SEEDS" | tr ',' '\n' | wc -l)
 n_methods=$(echo "$METHODS" | tr ',' '\n' | wc -l)
@@ -55,7 +46,7 @@ for f in $FRACTIONS; do
     --methods "$METHODS" --fractions "$f" --seeds "$SEEDS" --n-samples "$N_SAMPLES" \
     --parallel $(( n_seeds * n_methods )) --threads 1 --preset "$PRESET" --batch-size "$BATCH" --lr 1e-3 --warmup 200 \
     --runs-dir "$RUNS" --data "$DATA" >> "$OUT/train.log" 2>&1
-  pkill -f "trainer.cli" 2>/dev/null  # timeout ends the study driver, not its children
+  stop_trainers
   stamp "fraction $f done"; grep -h "trained\|FAILED" "$OUT/train.log" | tail -$(( n_seeds * n_methods ))
 done
 
