@@ -4,7 +4,7 @@ from __future__ import annotations
 # Why a frame was rejected. The streaming decoder counts drops under these keys.
 REASONS = (
     "cobs",      # COBS structure broken (a code byte points past the end of the frame)
-    "crc",       # CRC-16 mismatch
+    "crc",       # CRC-32 mismatch
     "short",     # fewer bytes than header + CRC
     "version",   # header protocol version differs from ours
     "type",      # unknown message type

@@ -1,21 +1,36 @@
-"""Frames: COBS(header | payload | CRC-16) followed by a 0x00 delimiter.
+"""Frames: COBS(header | payload | CRC-32) followed by a 0x00 delimiter.
 
-header = version u8, type u8, seq u16 (little-endian); CRC-16/CCITT-FALSE over header and payload,
-stored little-endian.
+header = version u8, type u8, seq u16 (little-endian); CRC-32 (zlib.crc32) over header and payload,
+stored little-endian (protocol version 2; version 1 used CRC-16/CCITT-FALSE).
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from .cobs import cobs_decode, cobs_encode
-from .crc import crc16_ccitt_false
+from .crc import crc16_ccitt_false, crc32
 from .errors import REASONS, ProtocolError
 from .messages import MESSAGE_CLASSES, PROTOCOL_VERSION, Message
 
+
+@dataclass(frozen=True)
+class FrameCheck:
+    """The checksum at the end of a frame body: CRC32 in protocol v2. CRC16_V1 exists only so the
+    integrity benchmark can measure what v1 let through on the same noisy bytes."""
+    name: str
+    size: int
+    fmt: str
+    fn: Callable[[bytes], int]
+
+
+CRC32 = FrameCheck("CRC-32", 4, "<I", crc32)
+CRC16_V1 = FrameCheck("CRC-16/CCITT-FALSE", 2, "<H", crc16_ccitt_false)
+
 HEADER = struct.Struct("<BBH")
 HEADER_SIZE = HEADER.size  # 4
-CRC_SIZE = 2
+CRC_SIZE = 4
 MAX_FRAME = 512                            # header + payload + CRC, before COBS
 MAX_PAYLOAD = MAX_FRAME - HEADER_SIZE - CRC_SIZE
 MAX_ENCODED = MAX_FRAME + 1 + MAX_FRAME // 254   # worst-case COBS size, delimiter excluded
@@ -30,7 +45,7 @@ class Frame:
     version: int = PROTOCOL_VERSION
 
 
-def encode_frame(message: Message, seq: int, version: int = PROTOCOL_VERSION) -> bytes:
+def encode_frame(message: Message, seq: int, version: int = PROTOCOL_VERSION, check: FrameCheck = CRC32) -> bytes:
     """Encode one message into a complete frame, delimiter included. Raises ProtocolError("encode")."""
     if type(message) not in MESSAGE_CLASSES.values():
         raise ProtocolError("encode", f"not a protocol message: {type(message).__name__}")
@@ -46,7 +61,7 @@ def encode_frame(message: Message, seq: int, version: int = PROTOCOL_VERSION) ->
         raise ProtocolError("encode", f"{type(message).__name__} payload is {len(payload)} bytes; "
                                       f"the limit is {MAX_PAYLOAD}")
     body = HEADER.pack(version, int(message.TYPE), seq) + payload
-    body += struct.pack("<H", crc16_ccitt_false(body))
+    body += struct.pack(check.fmt, check.fn(body))
     return cobs_encode(body) + DELIMITER
 
 
@@ -54,22 +69,25 @@ def encode_raw_frame(msg_type: int, seq: int, payload: bytes, version: int = PRO
     """Frame arbitrary payload bytes under any header (fault injection and tests: the CRC is valid,
     the content need not be)."""
     body = HEADER.pack(version & 0xFF, msg_type & 0xFF, seq & 0xFFFF) + bytes(payload)
-    return cobs_encode(body + struct.pack("<H", crc16_ccitt_false(body))) + DELIMITER
+    return cobs_encode(body + struct.pack("<I", crc32(body))) + DELIMITER
 
 
-def decode_frame(encoded: bytes) -> Frame:
+def decode_frame(encoded: bytes, check: FrameCheck = CRC32) -> Frame:
     """Decode one frame's COBS bytes (delimiter stripped). Raises ProtocolError, with .reason, only."""
     try:
         if len(encoded) > MAX_ENCODED:
             raise ProtocolError("oversize", f"{len(encoded)} bytes; the limit is {MAX_ENCODED}")
         raw = cobs_decode(encoded)
-        if len(raw) < HEADER_SIZE + CRC_SIZE:
-            raise ProtocolError("short", f"{len(raw)} bytes; a frame has at least {HEADER_SIZE + CRC_SIZE}")
+        if len(raw) < HEADER_SIZE + check.size:
+            raise ProtocolError("short", f"{len(raw)} bytes; a frame has at least {HEADER_SIZE + check.size}")
         if len(raw) > MAX_FRAME:
             raise ProtocolError("oversize", f"{len(raw)} bytes; the limit is {MAX_FRAME}")
-        body, (crc,) = raw[:-CRC_SIZE], struct.unpack("<H", raw[-CRC_SIZE:])
-        if crc16_ccitt_false(body) != crc:
-            raise ProtocolError("crc", f"CRC 0x{crc:04x} != computed 0x{crc16_ccitt_false(body):04x}")
+        body, (crc,) = raw[:-check.size], struct.unpack(check.fmt, raw[-check.size:])
+        if check.fn(body) != crc:
+            if check is CRC32 and raw[0] == 1 and _is_v1_frame(raw):
+                # Still rejected; named so a handshake error can say the device speaks version 1.
+                raise ProtocolError("version", f"protocol version 1 frame (CRC-16), expected {PROTOCOL_VERSION}")
+            raise ProtocolError("crc", f"{check.name} 0x{crc:08x} != computed 0x{check.fn(body):08x}")
         version, mtype, seq = HEADER.unpack_from(body)
         if version != PROTOCOL_VERSION:
             raise ProtocolError("version", f"protocol version {version}, expected {PROTOCOL_VERSION}")
@@ -83,6 +101,12 @@ def decode_frame(encoded: bytes) -> Frame:
         raise ProtocolError("internal", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _is_v1_frame(raw: bytes) -> bool:
+    """A body that carries a valid protocol-v1 CRC-16 (an old device talking)."""
+    body, (crc,) = raw[:-CRC16_V1.size], struct.unpack(CRC16_V1.fmt, raw[-CRC16_V1.size:])
+    return CRC16_V1.fn(body) == crc
+
+
 class FrameDecoder:
     """Streaming decoder: feed it arbitrary byte chunks, get whole valid frames back.
 
@@ -91,7 +115,8 @@ class FrameDecoder:
     (counted once as "oversize") up to the next 0x00.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check: FrameCheck = CRC32) -> None:
+        self.check = check
         self._buf = bytearray()
         self._discarding = False
         self.frames_ok = 0
@@ -133,7 +158,7 @@ class FrameDecoder:
 
     def _decode(self, encoded: bytes, out: list[Frame]) -> None:
         try:
-            frame = decode_frame(encoded)
+            frame = decode_frame(encoded, self.check)
         except ProtocolError as exc:
             self._count(exc)
             if exc.reason == "version":

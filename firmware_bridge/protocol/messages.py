@@ -10,13 +10,13 @@ import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import ClassVar, Union
+from typing import ClassVar, Optional, Union
 
 import numpy as np
 
 from .errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # v2: CRC-32 frames, session tokens, per-joint max_step
 
 
 class MsgType(IntEnum):
@@ -31,6 +31,7 @@ class MsgType(IntEnum):
     ACK = 0x09             # device -> host
     STATUS_REQUEST = 0x0A  # host -> device
     DEVICE_STATUS = 0x0B   # device -> host
+    GOODBYE = 0x0C         # host -> device: the host ends its session (v2)
 
 
 class StatusFlags(IntFlag):
@@ -39,6 +40,11 @@ class StatusFlags(IntFlag):
     WATCHDOG_HOLD = 0x0002  # watchdog tripped: holding until the next valid JointCommand
     FAULT = 0x0004          # a Fault was sent since the last applied JointCommand
     LIMIT = 0x0008          # the last applied target was clamped to the joint limits
+
+
+class HelloFlags(IntFlag):
+    """Hello.flags bits."""
+    TAKEOVER = 0x01   # end another host's live session and take the device (an explicit operator decision)
 
 
 class CapabilityFlags(IntFlag):
@@ -57,6 +63,8 @@ class FaultCode(IntEnum):
     VERSION = 7      # Hello carried a protocol version the device does not speak
     UNSUPPORTED = 8  # the message is valid but the device does not support it (e.g. Reset on hardware)
     INTERNAL = 9     # firmware error
+    SESSION_BUSY = 10  # Hello refused: another host's session is alive (send it with takeover to end that one)
+    IMPLAUSIBLE = 11   # JointCommand refused: a target jumps more than max_step from the device's current target
 
 
 class AckResult(IntEnum):
@@ -151,20 +159,32 @@ class _Message:
 
 @dataclass(frozen=True, eq=False)
 class Hello(_Message):
-    """Host opens a session. The device answers with Capabilities echoing `nonce`."""
+    """Host opens a session. The device answers with Capabilities echoing `nonce`.
+
+    session_token: random per host link; the device belongs to one token at a time. takeover: end
+    another host's live session instead of being refused with Fault(SESSION_BUSY)."""
     TYPE: ClassVar[MsgType] = MsgType.HELLO
     protocol_version: int = PROTOCOL_VERSION
     nonce: int = 0
+    session_token: int = 0
+    takeover: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "takeover", bool(self.takeover))
 
     def encode_payload(self) -> bytes:
-        return struct.pack("<BI", _u(self.protocol_version, 8, "protocol_version"), _u(self.nonce, 32, "nonce"))
+        return struct.pack("<BIQB", _u(self.protocol_version, 8, "protocol_version"), _u(self.nonce, 32, "nonce"),
+                           _u(self.session_token, 64, "session_token"),
+                           int(HelloFlags.TAKEOVER) if self.takeover else 0)
 
     @classmethod
     def decode_payload(cls, payload: bytes) -> "Hello":
         r = _Reader(payload, "Hello")
-        version, nonce = r.unpack("BI")
+        version, nonce, token, flags = r.unpack("BIQB")
         r.end()
-        return cls(version, nonce)
+        if flags & ~int(HelloFlags.TAKEOVER):
+            raise ProtocolError("payload", f"Hello reserved flag bits set (0x{flags:02x})")
+        return cls(version, nonce, token, bool(flags & HelloFlags.TAKEOVER))
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,11 +202,16 @@ class Capabilities(_Message):
     flags: int = 0              # CapabilityFlags
     nonce: int = 0              # echo of Hello.nonce
     protocol_version: int = PROTOCOL_VERSION
+    # float32[n]: the largest change of the target one JointCommand may make; 0 = the device does not
+    # limit it (hosts treat 0 as unknown). None here means all zeros.
+    max_step: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "joint_names", tuple(self.joint_names))
         object.__setattr__(self, "extra_names", tuple(self.extra_names))
-        for name in ("lower", "upper", "max_velocity"):
+        if self.max_step is None:
+            object.__setattr__(self, "max_step", np.zeros(len(self.joint_names), np.float32))
+        for name in ("lower", "upper", "max_velocity", "max_step"):
             object.__setattr__(self, name, _f32(getattr(self, name), name))
 
     @property
@@ -203,8 +228,9 @@ class Capabilities(_Message):
 
     def encode_payload(self) -> bytes:
         n = len(self.joint_names)
-        if not (len(self.lower) == len(self.upper) == len(self.max_velocity) == n):
-            raise ProtocolError("encode", "Capabilities needs one name, lower, upper and max_velocity per joint")
+        if not (len(self.lower) == len(self.upper) == len(self.max_velocity) == len(self.max_step) == n):
+            raise ProtocolError("encode", "Capabilities needs one name, lower, upper, max_velocity and max_step "
+                                          "per joint")
         out = bytearray(struct.pack(
             "<BIBHIBB", _u(self.protocol_version, 8, "protocol_version"), _u(self.nonce, 32, "nonce"),
             _u(int(self.flags), 8, "flags"), _u(self.watchdog_ms, 16, "watchdog_ms"),
@@ -213,7 +239,7 @@ class Capabilities(_Message):
         fw = _str_bytes(self.firmware_version, "firmware_version")
         out += bytes([len(fw)]) + fw
         for i, name in enumerate(self.joint_names):
-            out += struct.pack("<3f", self.lower[i], self.upper[i], self.max_velocity[i])
+            out += struct.pack("<4f", self.lower[i], self.upper[i], self.max_velocity[i], self.max_step[i])
             raw = _str_bytes(name, f"joint name {i}")
             out += bytes([len(raw)]) + raw
         for i, name in enumerate(self.extra_names):
@@ -226,16 +252,18 @@ class Capabilities(_Message):
         r = _Reader(payload, "Capabilities")
         version, nonce, flags, watchdog_ms, period_us, n, k = r.unpack("BIBHIBB")
         firmware = r.text()
-        lower, upper, vmax, names = [], [], [], []
+        lower, upper, vmax, steps, names = [], [], [], [], []
         for _ in range(n):
-            lo, hi, vm = r.unpack("3f")
+            lo, hi, vm, ms = r.unpack("4f")
             lower.append(lo)
             upper.append(hi)
             vmax.append(vm)
+            steps.append(ms)
             names.append(r.text())
         extras = tuple(r.text() for _ in range(k))
         r.end()
-        return cls(firmware, tuple(names), lower, upper, vmax, extras, watchdog_ms, period_us, flags, nonce, version)
+        return cls(firmware, tuple(names), lower, upper, vmax, extras, watchdog_ms, period_us, flags, nonce, version,
+                   steps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -414,6 +442,24 @@ class StatusRequest(_Message):
         return cls()
 
 
+@dataclass(frozen=True, eq=False)
+class Goodbye(_Message):
+    """The host ends its session (SerialLink.close), so the next host need not wait for it to time out.
+    Ignored unless session_token is the current session's."""
+    TYPE: ClassVar[MsgType] = MsgType.GOODBYE
+    session_token: int = 0
+
+    def encode_payload(self) -> bytes:
+        return struct.pack("<Q", _u(self.session_token, 64, "session_token"))
+
+    @classmethod
+    def decode_payload(cls, payload: bytes) -> "Goodbye":
+        r = _Reader(payload, "Goodbye")
+        (token,) = r.unpack("Q")
+        r.end()
+        return cls(token)
+
+
 # DeviceStatus counters, in wire order; each a u32 that wraps.
 DEVICE_STATUS_FIELDS = (
     "uptime_ms", "boots", "rx_frames_ok", "rx_bad_cobs", "rx_bad_crc", "rx_bad_other", "rx_seq_gaps",
@@ -458,7 +504,8 @@ class DeviceStatus(_Message):
 
 
 Message = Union[Hello, Capabilities, State, JointCommand, Heartbeat, EStop, Fault, Reset, Ack,
-                StatusRequest, DeviceStatus]
+                StatusRequest, DeviceStatus, Goodbye]
 
 MESSAGE_CLASSES: dict[int, type] = {cls.TYPE: cls for cls in (
-    Hello, Capabilities, State, JointCommand, Heartbeat, EStop, Fault, Reset, Ack, StatusRequest, DeviceStatus)}
+    Hello, Capabilities, State, JointCommand, Heartbeat, EStop, Fault, Reset, Ack, StatusRequest, DeviceStatus,
+    Goodbye)}
