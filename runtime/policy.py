@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime import samplers
-from runtime.package import Manifest, Package, PackageError, load_package
+from runtime.package import (MAX_TC_RESET_AFTER, Manifest, Package, PackageError, _ort_message, check_candidates,
+                             load_package)
 
 
 class PlanError(RuntimeError):
@@ -48,16 +49,22 @@ class Policy:
             raise PackageError(f"precision {precision!r} is not in package {self.package.root.name} "
                                f"(available: {', '.join(available)})")
         self.precision = precision
-        self.candidates = int(candidates if candidates is not None else m.control.candidates)
-        if self.candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
+        if candidates is None:
+            candidates = m.control.candidates
+        elif isinstance(candidates, float) and candidates.is_integer():
+            candidates = int(candidates)
+        elif hasattr(candidates, "__index__") and not isinstance(candidates, bool):
+            candidates = candidates.__index__()  # numpy integers
+        check_candidates(candidates, m.horizons.pred, m.action.dim)
+        self.candidates = candidates
         # None: the package's control settings; tc_reset_after 0 = never re-draw
         if temporal_consistency is None:
             temporal_consistency = m.control.temporal_consistency
         if tc_reset_after is None:
             tc_reset_after = m.control.tc_reset_after
-        if tc_reset_after < 0:
-            raise ValueError(f"tc_reset_after must be >= 0 (0: never), got {tc_reset_after}")
+        if not 0 <= tc_reset_after <= MAX_TC_RESET_AFTER:
+            raise ValueError(f"tc_reset_after must be >= 0 (0: never) and at most {MAX_TC_RESET_AFTER}, "
+                             f"got {tc_reset_after}")
         self.threads = threads
         self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed
@@ -75,6 +82,38 @@ class Policy:
         self._plans_since_reset = 0
         self.last_plan: np.ndarray | None = None
         self.last_plan_info: dict = {}
+        self._probe()
+
+    # ------------------------------------------------------------------ graph calls
+    def _run(self, role: str, output: str, feeds: dict[str, np.ndarray], shape: tuple) -> np.ndarray:
+        """One session call; an onnxruntime failure or an output that contradicts the manifest is a
+        one-line PackageError naming the file (a graph can declare one shape and compute another)."""
+        sess = {"generator": "_gen", "encoder": "_enc", "denoiser": "_den"}[role]
+        name = self.package.entry(role, self.precision).name
+        try:
+            out = getattr(self, sess).run([output], feeds)[0]
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument / RuntimeException types
+            raise PackageError(f"{name}: onnxruntime failed to run the graph ({_ort_message(exc)})") from None
+        if out.shape != shape or out.dtype != np.float32:
+            raise PackageError(f"{name}: output '{output}' is {out.dtype} {list(out.shape)}, the manifest implies "
+                               f"float32 {list(shape)}")
+        return out
+
+    def _probe(self) -> None:
+        """Run each graph once at load, on zero observations and latents, at the configured candidate
+        count: run-time errors and wrong output shapes surface here, not mid-episode. The policy's
+        random stream is not touched."""
+        m = self.manifest
+        feeds = {"obs_state": np.zeros((1, self.obs_horizon, self.state_dim), np.float32)}
+        if m.obs.image_shape is not None:
+            feeds["obs_image"] = np.zeros((1, self.obs_horizon, *m.obs.image_shape), np.uint8)
+        chunk = (self.candidates, self.pred_horizon, self.action_dim)
+        if m.method == "rs_imle":
+            self._run("generator", "actions", {**feeds, "z": np.zeros(chunk, np.float32)}, chunk)
+        else:
+            cond = self._run("encoder", "cond", feeds, (1, m.cond_dim))
+            self._run("denoiser", "output", {"cond": cond, "sample": np.zeros(chunk, np.float32),
+                                             "timestep": np.zeros(1, np.float32)}, chunk)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -131,12 +170,12 @@ class Policy:
         shape = (self.candidates, self.pred_horizon, self.action_dim)
         if self.manifest.method == "rs_imle":
             feeds["z"] = self._rng.standard_normal(shape, dtype=np.float32)
-            return self._gen.run(["actions"], feeds)[0]
-        cond = self._enc.run(["cond"], feeds)[0]
-        den = self._den
+            return self._run("generator", "actions", feeds, shape)
+        cond = self._run("encoder", "cond", feeds, (1, self.manifest.cond_dim))
 
         def step_fn(x: np.ndarray, t: float) -> np.ndarray:
-            return den.run(["output"], {"cond": cond, "sample": x, "timestep": np.array([t], np.float32)})[0]
+            return self._run("denoiser", "output", {"cond": cond, "sample": x, "timestep": np.array([t], np.float32)},
+                             shape)
 
         x_T = self._rng.standard_normal(shape, dtype=np.float32)
         s = self.manifest.sampler
