@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firmware-version", default="imle-emulator 0.1.0 (push-t)")
     p.add_argument("--link", help="also expose the device at this stable symlink path (survives vanish)")
     p.add_argument("--command-log", help="append every applied JointCommand as a JSON line to this file")
+    p.add_argument("--max-step", type=float, default=None, metavar="PX",
+                   help="refuse a JointCommand that moves a target more than PX (Fault IMPLAUSIBLE); default: the "
+                        "plant's (200 px, ~1.5x the largest step in the Push-T demos); 0 disables the check")
     f = p.add_argument_group("fault injection")
     f.add_argument("--corrupt-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes sent")
     f.add_argument("--corrupt-rx-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes received")
@@ -66,7 +69,8 @@ class Emulator:
         self.faults = FaultInjector(FaultConfig(args.corrupt_one_in, args.corrupt_rx_one_in, args.drop_fraction,
                                                 args.fault_seed))
         self.command_log: Optional[TextIO] = open(args.command_log, "a") if args.command_log else None
-        config = DeviceConfig(args.mode, args.watchdog_ms, args.state_hz, args.firmware_version, args.malformed_caps)
+        config = DeviceConfig(args.mode, args.watchdog_ms, args.state_hz, args.firmware_version, args.malformed_caps,
+                              args.max_step)
         self.plant = PushTPlant(args.seed)
         self.core = DeviceCore(config, self.plant, self.port.queue, time.monotonic(), self.faults, self.command_log)
         self.stop = False

@@ -1,5 +1,5 @@
-"""The device side of the protocol, as firmware would implement it: session, watchdog, limits,
-e-stop, lock-step, counters. Transport-free: feed it received bytes and the time, it calls
+"""The device side of the protocol, as firmware would implement it: session ownership, watchdog,
+limits, plausibility, e-stop, lock-step, counters. Transport-free: feed it received bytes and the time, it calls
 `transmit(bytes)`. The caller owns the clock, so tests can drive it without a pty or sleeps.
 """
 from __future__ import annotations
@@ -12,12 +12,15 @@ from typing import Callable, Optional, TextIO
 import numpy as np
 
 from ..protocol import (PROTOCOL_VERSION, Ack, AckResult, Capabilities, CapabilityFlags, DeviceStatus, EStop, Fault,
-                        FaultCode, Frame, FrameDecoder, Heartbeat, Hello, JointCommand, Message, MsgType, Reset,
-                        State, StatusFlags, StatusRequest, encode_frame, encode_raw_frame)
+                        FaultCode, Frame, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Message, MsgType,
+                        Reset, State, StatusFlags, StatusRequest, encode_frame, encode_raw_frame)
 from .faults import FaultInjector
 from .plant import PushTPlant
 
 MALFORMED_CAPS = ("truncated", "invalid")
+# Plain ints: IntFlag arithmetic costs microseconds per operation on the command path.
+_ESTOP, _HOLD, _FAULT, _LIMIT = (int(f) for f in (StatusFlags.ESTOP, StatusFlags.WATCHDOG_HOLD, StatusFlags.FAULT,
+                                                  StatusFlags.LIMIT))
 
 
 @dataclass
@@ -27,6 +30,7 @@ class DeviceConfig:
     state_hz: float = 50.0            # State stream rate (keep-alive rate in lock-step)
     firmware_version: str = "imle-emulator 0.1.0 (push-t)"
     malformed_caps: Optional[str] = None  # reply to Hello with broken Capabilities: "truncated" | "invalid"
+    max_step: Optional[float] = None  # plausibility limit per command and joint; None: the plant's; 0: none
 
     def __post_init__(self) -> None:
         if self.mode not in ("realtime", "lockstep"):
@@ -35,6 +39,8 @@ class DeviceConfig:
             raise ValueError(f"malformed_caps must be one of {MALFORMED_CAPS}, got {self.malformed_caps!r}")
         if not self.state_hz > 0:
             raise ValueError(f"state_hz must be > 0, got {self.state_hz}")
+        if self.max_step is not None and not (math.isfinite(self.max_step) and self.max_step >= 0):
+            raise ValueError(f"max_step must be a finite number >= 0, got {self.max_step}")
 
     @property
     def lockstep(self) -> bool:
@@ -46,6 +52,7 @@ class DeviceCore:
 
     FAULT_REPEAT_S = {FaultCode.NO_SESSION: 0.25, FaultCode.ESTOP: 0.5, FaultCode.LIMIT: 1.0,
                       FaultCode.BAD_FRAME: 1.0}
+    SESSION_MIN_ALIVE_S = 1.0  # a session is alive while its host sent a valid frame within max(this, 2 x watchdog)
 
     def __init__(self, config: DeviceConfig, plant: PushTPlant, transmit: Callable[[bytes], bool], now: float,
                  faults: Optional[FaultInjector] = None, command_log: Optional[TextIO] = None) -> None:
@@ -58,11 +65,25 @@ class DeviceCore:
         self.boots = 0
         self.counters = {name: 0 for name in (
             "rx_seq_gaps", "commands_applied", "commands_rejected", "commands_duplicate", "heartbeats",
-            "watchdog_trips", "limit_clamps", "tx_frames", "tx_overflow", "plant_resets")}
+            "watchdog_trips", "limit_clamps", "tx_frames", "tx_overflow", "plant_resets", "commands_implausible",
+            "sessions_refused")}
         self.decoder = FrameDecoder()
         self.silent_until = -math.inf
         self._now = now
         self.first_session_time: Optional[float] = None
+        # The e-stop latch lives outside the firmware's RAM (a hardware latch / retained memory): a
+        # firmware reset keeps it; only EStop(engage=False) releases it.
+        self.estop = False
+        n = len(plant.joint_names)
+        step = plant.max_step if config.max_step is None else np.full(n, config.max_step, np.float32)
+        self.max_step = np.asarray(step, np.float32).reshape(n)
+        self.max_velocity = (np.asarray(plant.max_velocity, np.float32).reshape(n) if config.max_step is None
+                             else self.max_step / np.float32(plant.control_dt))
+        self._step_limit = np.where(self.max_step > 0, self.max_step.astype(np.float64), np.inf)
+        self._lower = np.asarray(plant.lower, np.float32)
+        self._upper = np.asarray(plant.upper, np.float32)
+        # Called with (seq, targets) for every applied JointCommand that carried targets (benchmarks).
+        self.on_applied: Optional[Callable[[int, np.ndarray], None]] = None
         self._boot(now)
 
     # ----------------------------------------------------------------- lifecycle
@@ -70,12 +91,13 @@ class DeviceCore:
         """Power-on / reset: no session, sequence numbers from 0, holding position."""
         self.boots += 1
         self.session = False
+        self.session_token: Optional[int] = None
+        self.last_host_rx = -math.inf     # when the session's host last sent a valid frame
         self.tx_seq = 0
         self.rx_expected: Optional[int] = None
         self.ack_seq = 0
         self.last_cmd_seq: Optional[int] = None
-        self.flags = 0
-        self.estop = False
+        self.flags = _ESTOP if self.estop else 0
         self.watchdog_armed = False
         self.last_feed = now
         self.target = self.plant.brake()
@@ -136,20 +158,32 @@ class DeviceCore:
                 deadlines.append(self.last_feed + self.config.watchdog_ms / 1000.0)
         return min(deadlines)
 
+    def session_alive(self, now: float) -> bool:
+        """A session whose host sent a valid frame within max(1 s, 2 x watchdog): another host's Hello is refused."""
+        window = max(self.SESSION_MIN_ALIVE_S, 2.0 * self.config.watchdog_ms / 1000.0)
+        return self.session and now - self.last_host_rx <= window
+
     # ----------------------------------------------------------------- protocol
     def _on_frame(self, frame: Frame, now: float) -> None:
+        msg, seq = frame.message, frame.seq
+        if isinstance(msg, Hello) and self._refuse_hello(msg, now):
+            return  # another host's Hello: not part of this session's sequence or liveness
         if self.rx_expected is not None:
             gap = (frame.seq - self.rx_expected) & 0xFFFF
             if 0 < gap < 0x8000:
                 self.counters["rx_seq_gaps"] += gap
         self.rx_expected = (frame.seq + 1) & 0xFFFF
-        msg, seq = frame.message, frame.seq
 
         if isinstance(msg, Hello):
             self._on_hello(msg, seq, now)
             return
-        if not isinstance(msg, (JointCommand, Heartbeat, EStop, Reset, StatusRequest)):
+        if not isinstance(msg, (JointCommand, Heartbeat, EStop, Reset, StatusRequest, Goodbye)):
             return  # a device->host message type arriving at the device: ignore
+        if self.session:
+            self.last_host_rx = now  # frames carry no token: on one wire, they are the session host's
+        if isinstance(msg, Goodbye):
+            self._on_goodbye(msg, now)
+            return
         if isinstance(msg, EStop):  # safety first: honoured with or without a session
             self._on_estop(msg, seq, now)
             return
@@ -168,12 +202,29 @@ class DeviceCore:
         elif isinstance(msg, StatusRequest):
             self._send(self.status(now))
 
+    def _refuse_hello(self, msg: Hello, now: float) -> bool:
+        """One owner per device: a Hello with another token while the session is alive is refused
+        (Fault SESSION_BUSY, the session untouched) unless it asks for a takeover."""
+        if msg.protocol_version != PROTOCOL_VERSION or msg.takeover or not self.session_alive(now) \
+                or msg.session_token == self.session_token:
+            return False
+        self.counters["sessions_refused"] += 1
+        self._fault(FaultCode.SESSION_BUSY,
+                    f"device in use by another host's session (last frame {now - self.last_host_rx:.2f} s ago); "
+                    f"Hello with takeover to end it", now, latch=False)
+        return True
+
     def _on_hello(self, msg: Hello, seq: int, now: float) -> None:
         if msg.protocol_version != PROTOCOL_VERSION:
             self._fault(FaultCode.VERSION, f"host protocol {msg.protocol_version}, device {PROTOCOL_VERSION}",
                         now, latch=False)
             return
+        if msg.session_token != self.session_token and self.session_token is not None:
+            # Another host (after a takeover or a dead session): it must not inherit the old host's target.
+            self.target = self.plant.brake()
         self.session = True
+        self.session_token = msg.session_token
+        self.last_host_rx = now
         if self.first_session_time is None:
             self.first_session_time = now
         self.ack_seq = seq  # so ack_seq always lives in this host's sequence space
@@ -182,6 +233,14 @@ class DeviceCore:
         self._send_capabilities(msg.nonce)
         self._send_state(now)
         self.next_state = now + 1.0 / self.config.state_hz
+
+    def _on_goodbye(self, msg: Goodbye, now: float) -> None:
+        if not self.session or msg.session_token != self.session_token:
+            return  # a stale or foreign Goodbye does not end this session
+        self.session = False        # silent until the next Hello, from any host
+        self.session_token = None
+        self.watchdog_armed = False
+        self.target = self.plant.brake()
 
     def _on_command(self, msg: JointCommand, seq: int, now: float) -> None:
         if seq == self.last_cmd_seq:
@@ -192,25 +251,41 @@ class DeviceCore:
             self._fault(FaultCode.ESTOP, "e-stop engaged: command refused", now)
             return
         n = len(self.plant.joint_names)
-        if len(msg.targets) != n or (msg.valid and not np.all(np.isfinite(msg.targets))):
+        if len(msg.targets) != n or (msg.valid and not np.isfinite(msg.targets).all()):
             self.counters["commands_rejected"] += 1
             self._fault(FaultCode.BAD_COMMAND, f"JointCommand needs {n} finite targets, got "
                                                f"{np.array2string(msg.targets, precision=3)}", now)
             return
+        if msg.valid:
+            # Plausibility: no single command may move the target more than max_step (0 = unlimited).
+            # The reference is the device's own target: after a hold, e-stop or reset, the held position.
+            step = np.abs(msg.targets.astype(np.float64) - self.target)
+            over = step > self._step_limit
+            if over.any():
+                j = int(np.argmax(over))
+                self.counters["commands_rejected"] += 1
+                self.counters["commands_implausible"] += 1
+                self._fault(FaultCode.IMPLAUSIBLE, f"joint {j} ({self.plant.joint_names[j]}) target "
+                                                   f"{float(msg.targets[j]):.6g} is {float(step[j]):.6g} from the "
+                                                   f"current target {float(self.target[j]):.6g}; max_step "
+                                                   f"{float(self.max_step[j]):g}: refused", now)
+                return
         self._feed_watchdog(now)
         self.last_cmd_seq = seq
         if msg.valid:
-            clamped = np.clip(msg.targets, self.plant.lower, self.plant.upper)
-            if np.array_equal(clamped, msg.targets):
-                self.flags &= ~StatusFlags.LIMIT
+            clamped = np.minimum(np.maximum(msg.targets, self._lower), self._upper)
+            if (clamped == msg.targets).all():
+                self.flags &= ~_LIMIT
             else:
-                self.flags |= StatusFlags.LIMIT
+                self.flags |= _LIMIT
                 self.counters["limit_clamps"] += 1
                 self._fault(FaultCode.LIMIT, f"target {msg.targets.tolist()} clamped to limits", now)
             self.target = clamped
-            self.flags &= ~(StatusFlags.WATCHDOG_HOLD | StatusFlags.FAULT)
+            self.flags &= ~(_HOLD | _FAULT)
         self.ack_seq = seq
         self.counters["commands_applied"] += 1
+        if msg.valid and self.on_applied is not None:
+            self.on_applied(seq, msg.targets)
         if self.command_log is not None:
             self.command_log.write(json.dumps({"seq": seq, "valid": msg.valid, "t": round(now - self.t0, 6),
                                                "targets": [float(v) for v in msg.targets]}) + "\n")
@@ -223,11 +298,11 @@ class DeviceCore:
     def _on_estop(self, msg: EStop, seq: int, now: float) -> None:
         if msg.engage:
             self.estop = True
-            self.flags |= StatusFlags.ESTOP
+            self.flags |= _ESTOP
             self.target = self.plant.brake()
         else:
             self.estop = False
-            self.flags &= ~StatusFlags.ESTOP
+            self.flags &= ~_ESTOP
         self._send(Ack(MsgType.ESTOP, seq, AckResult.OK))
 
     def _on_reset(self, msg: Reset, seq: int, now: float) -> None:
@@ -240,7 +315,7 @@ class DeviceCore:
         self.counters["plant_resets"] += 1
         self.target = self.plant.brake()
         self.sim_steps = 0
-        self.flags &= ~(StatusFlags.WATCHDOG_HOLD | StatusFlags.LIMIT | StatusFlags.FAULT)
+        self.flags &= ~(_HOLD | _LIMIT | _FAULT)
         self.watchdog_armed = False
         self.ack_seq = seq
         self.next_physics = now + self.plant.physics_dt
@@ -258,7 +333,7 @@ class DeviceCore:
         if elapsed * 1000.0 > self.config.watchdog_ms:
             self.watchdog_armed = False  # one trip (and one Fault) per silence
             self.target = self.plant.brake()
-            self.flags |= StatusFlags.WATCHDOG_HOLD
+            self.flags |= _HOLD
             self.counters["watchdog_trips"] += 1
             self._fault(FaultCode.WATCHDOG, f"no command for {elapsed * 1000:.0f} ms "
                                             f"(watchdog {self.config.watchdog_ms} ms): holding position", now)
@@ -280,10 +355,10 @@ class DeviceCore:
         if self.config.malformed_caps == "invalid":
             lower, upper = upper, lower  # lower > upper: decodes fine, makes no sense
         caps = Capabilities(
-            self.config.firmware_version, self.plant.joint_names, lower, upper,
-            np.zeros(len(self.plant.joint_names), np.float32), self.plant.extra_names,
-            watchdog_ms=0 if self.config.lockstep else self.config.watchdog_ms,
-            state_period_us=int(round(1e6 / self.config.state_hz)), flags=int(flags), nonce=nonce)
+            self.config.firmware_version, self.plant.joint_names, lower, upper, self.max_velocity,
+            self.plant.extra_names, watchdog_ms=0 if self.config.lockstep else self.config.watchdog_ms,
+            state_period_us=int(round(1e6 / self.config.state_hz)), flags=int(flags), nonce=nonce,
+            max_step=self.max_step)
         if self.config.malformed_caps == "truncated":
             # A well-formed frame (valid CRC) whose payload is 3 bytes short.
             self._put(encode_raw_frame(MsgType.CAPABILITIES, self._next_seq(), caps.encode_payload()[:-3]))
@@ -297,7 +372,7 @@ class DeviceCore:
             return False
         self._fault_sent[code] = now
         if latch:
-            self.flags |= StatusFlags.FAULT
+            self.flags |= _FAULT
         self._send(Fault(code, text[:255]))
         return True
 
@@ -339,4 +414,5 @@ class DeviceCore:
             heartbeats=c["heartbeats"] & u32, watchdog_trips=c["watchdog_trips"] & u32,
             limit_clamps=c["limit_clamps"] & u32, tx_frames=c["tx_frames"] & u32,
             tx_dropped=self.faults.tx_dropped & u32, tx_corrupted=self.faults.tx_corrupted & u32,
-            tx_overflow=c["tx_overflow"] & u32, plant_resets=c["plant_resets"] & u32)
+            tx_overflow=c["tx_overflow"] & u32, plant_resets=c["plant_resets"] & u32,
+            commands_implausible=c["commands_implausible"] & u32, sessions_refused=c["sessions_refused"] & u32)

@@ -15,6 +15,14 @@ JOINT_NAMES = ("agent_x", "agent_y")
 EXTRA_NAMES = ("block_x", "block_y", "block_angle", "coverage")
 LIMIT_LOW, LIMIT_HIGH = 0.0, 512.0
 STATE_DIM = 5  # [agent_x, agent_y, block_x, block_y, block_angle]: gym-pusht's "state" observation
+# The largest target change one command may make (px, both joints). From the data: the largest
+# per-tick change of data/action in the shared Push-T demos (pusht_cchi_v7_replay.zarr, 206 episodes,
+# 25,650 steps at 10 Hz) is 135 px in x and 102 px in y (99.9th percentile 60/52 px, 99th 34/31 px);
+# 200 px is ~1.5x the largest, the same for both axes (the pusher is symmetric). The shipped policy's
+# largest step is 30 px. benchmarks/protocol_integrity.py and docs/protocol.md section 9 cite this.
+MAX_STEP_PX = 200.0
+CONTROL_HZ = 10.0
+MAX_VELOCITY_PX_S = MAX_STEP_PX * CONTROL_HZ  # 2000 px/s: max_step per 0.1 s control tick
 
 
 def make_pusht_env():
@@ -70,6 +78,14 @@ class PushTPlant:
     @property
     def upper(self) -> np.ndarray:
         return np.full(2, LIMIT_HIGH, np.float32)
+
+    @property
+    def max_step(self) -> np.ndarray:
+        return np.full(2, MAX_STEP_PX, np.float32)
+
+    @property
+    def max_velocity(self) -> np.ndarray:
+        return np.full(2, MAX_VELOCITY_PX_S, np.float32)
 
     @property
     def control_dt(self) -> float:

@@ -120,6 +120,7 @@ class EmulatorProcess:
 def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int = 0, state_hz: float = 50.0,
                    corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
                    fault_seed: int = 0, malformed_caps: Optional[str] = None, command_log: Optional[str] = None,
+                   max_step: Optional[float] = None,
                    extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
                    python: str = sys.executable) -> EmulatorProcess:
     """Start `imle-emulator` in its own process and wait for its device path."""
@@ -133,6 +134,8 @@ def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int 
         args += ["--malformed-caps", malformed_caps]
     if command_log:
         args += ["--command-log", command_log]
+    if max_step is not None:
+        args += ["--max-step", str(float(max_step))]
     env = dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])))
     stderr_path = os.path.join(workdir, "stderr.log")
