@@ -25,6 +25,7 @@ METHODS = ("rs_imle", "diffusion", "flow_matching")
 PRECISIONS = ("fp32", "int8")
 SAMPLERS = ("ddpm", "ddim", "euler")
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # detached Ed25519 signature of manifest.json (runtime.signing)
 EXTERNAL_DATA = "external_data"  # role of a file that holds a graph's external tensors (weights)
 
 # Bounds on what a package may ask for: a hostile or broken package is refused at load with one line
@@ -208,6 +209,7 @@ class Manifest:
     sampler: SamplerSpec | None = None  # baselines only
     cond_dim: int | None = None  # baselines: width of the encoder's output
     evaluation: Evaluation | None = None  # shipped packages: recorded by trainer.evaluate.record
+    golden: dict | None = None  # reference inputs and outputs per graph (runtime.golden checks them)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -268,7 +270,7 @@ class Manifest:
         lo_p, hi_p = PERIOD_S_RANGE
         need(math.isfinite(c.period_s) and lo_p <= c.period_s <= hi_p, "control.period_s",
              f"is {c.period_s}; must be a finite number in [{lo_p}, {hi_p}] s")
-        check_candidates(c.candidates, h.pred, a.dim, "control.candidates")
+        check_candidates(c.candidates, h.pred, a.dim, "manifest field 'control.candidates'")
         within(c.tc_reset_after, 0, MAX_TC_RESET_AFTER, "control.tc_reset_after")
         need(list(self.latent_shape) == [h.pred, a.dim], "latent_shape",
              f"is {self.latent_shape}, expected [horizons.pred, action.dim] = {[h.pred, a.dim]}")
@@ -492,10 +494,16 @@ def _unique_keys(pairs: list) -> dict:
     return d
 
 
-def read_manifest(root: Path) -> Manifest:
-    """Parse and validate ``root/manifest.json``: size and nesting bounded before json.loads runs."""
+def read_manifest(root: Path, trust: Any = None) -> Manifest:
+    """Parse and validate ``root/manifest.json``: size and nesting bounded before json.loads runs.
+    ``trust``: runtime.signing.TrustPolicy for the signature of these exact bytes; None = the robot's
+    (trusted-keys directory, $IMLE_ALLOW_UNSIGNED); False = not checked (signing, imle-verify's own report)."""
     mpath = root / MANIFEST
     data = read_file(mpath, "manifest", MAX_MANIFEST_BYTES)
+    if trust is not False:
+        from runtime.signing import check_package_signature
+
+        check_package_signature(root, data, trust)
     depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise PackageError(f"{mpath}: JSON nesting depth is {depth}; at most {MAX_JSON_DEPTH}")
@@ -607,7 +615,9 @@ def _ort_message(exc: BaseException) -> str:
     """onnxruntime's error text as one short line."""
     text = " ".join(str(exc).split())
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    return f"{type(exc).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+    if len(text) > 240:  # the head names the failure, the tail usually holds the shapes or the op
+        text = f"{text[:110]} ... {text[-110:]}"
+    return f"{type(exc).__name__}: {text}"
 
 
 # ---------------------------------------------------------------------------- the package
@@ -658,6 +668,7 @@ class Package:
         model = self.read(e)
         names, blobs = self._external_data(e, model)
         so = session_options(threads)
+        so.log_severity_level = 4  # fatal only: a load or run error reaches the user once, as our one line
         providers = providers_for(device)
         if names:
             if not hasattr(so, "add_external_initializers_from_files_in_memory"):
@@ -681,7 +692,7 @@ class Package:
 
 def _check_directory(root: Path, manifest: Manifest) -> None:
     """A package holds manifest.json and its listed files, nothing else: no symlinks, no strays."""
-    listed = {f.name for f in manifest.files} | {MANIFEST}
+    listed = {f.name for f in manifest.files} | {MANIFEST, SIGNATURE}
     with os.scandir(root) as entries:
         for entry in entries:
             if entry.is_symlink():
@@ -692,7 +703,7 @@ def _check_directory(root: Path, manifest: Manifest) -> None:
                                    "(a package holds only manifest.json and its listed files)")
 
 
-def load_package(path: str | Path, verify_hashes: bool = True, verify_graphs: bool = False) -> Package:
+def load_package(path: str | Path, verify_hashes: bool = True, verify_graphs: bool = False, trust: Any = None) -> Package:
     """Read and check a package directory. Graph signatures are always checked when a session is
     opened (:meth:`Package.session`), which also re-hashes the bytes it loads whatever
     ``verify_hashes`` says; ``verify_graphs`` checks every file up front."""
@@ -701,7 +712,7 @@ def load_package(path: str | Path, verify_hashes: bool = True, verify_graphs: bo
         raise PackageError(f"package not found: {root} (expected a directory with {MANIFEST})")
     if not os.path.lexists(root / MANIFEST):
         raise PackageError(f"{root} has no {MANIFEST}: not a model package")
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, trust)
     _check_directory(root, manifest)
     pkg = Package(root=root, manifest=manifest)
     for i, e in enumerate(manifest.files):
