@@ -31,9 +31,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from runtime.safety import FilterResult, LinkWatch, SafetyFilter, SafetyLimits
+from runtime.device_reports import DeviceReports, Verdict
+from runtime.robot_config import (DEFAULT_MAX_BAD_STATES, DEFAULT_STATE_MARGIN, FAULT_POLICIES, RobotConfig,
+                                  RobotConfigError)
+from runtime.safety import (FilterResult, LinkWatch, SafetyConfigError, SafetyFilter, check_period,
+                            effective_limits)
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, PlanResult, lead_ticks
 from runtime.sensors import ObservationHistory, StateMapper
+from runtime.state_check import StateCheck
 from runtime.stats import EpisodeStats, RunStats, StepLog, StepRecord
 
 
@@ -72,6 +77,16 @@ class LoopConfig:
     step_timeout_s: float = 2.0           # lock-step: wait for the State of a command
     log_steps: bool = True                # keep the per-step log (CSV)
     seed_policy_per_episode: bool = True  # episode i plans with policy seed base_seed + i (as trainer.evaluate)
+    robot_config: Optional[RobotConfig] = None  # the operator's limits and loop settings (runtime.robot_config)
+    on_device_fault: Optional[str] = None  # "stop" | "hold"; None: the robot config's, else "stop"
+    state_margin: Optional[float] = None   # fraction of a joint's range a State may lie outside; None: config
+    max_bad_states: Optional[int] = None   # stop after this many bad States in a row; None: config
+    fault_flag_limit: int = 3              # FAULT flag on this many States in a row counts as a device fault
+    release_estop: bool = False            # at start, release a latched device e-stop (confirmed) instead of refusing
+    estop_confirm_s: float = 2.0           # retry the e-stop this long until the device confirms it
+    estop_retry_s: float = 0.05            # pause between e-stop attempts
+    first_state_timeout_s: float = 1.0     # at start: wait this long for a State to check the e-stop flag
+    wait_slice_s: float = 0.05             # sleeps are cut into slices this long (Ctrl-C is seen within one)
     faults: FaultInjection = field(default_factory=FaultInjection)
 
 
@@ -132,17 +147,35 @@ class ControlLoop:
         self.caps = capabilities if capabilities is not None else getattr(robot, "capabilities", None)
         if self.caps is None:
             raise LoopError("the robot is not connected (no capabilities)")
-        self.period = float(config.period_s or self.shape.period_s)
-        if self.period <= 0:
-            raise LoopError(f"control period must be positive, got {self.period}")
+        try:
+            if config.period_s is not None:
+                self.period = check_period(config.period_s, "--period")
+            else:
+                self.period = check_period(self.shape.period_s, "the package's control.period_s")
+        except SafetyConfigError as exc:
+            raise LoopError(str(exc)) from None
         sh = self.shape
         if self.caps.joint_count != sh.action_dim:
             raise LoopError(f"the policy commands {sh.action_dim} joints but the robot has {self.caps.joint_count} "
                             f"({', '.join(self.caps.joint_names)})")
         self.mapper = StateMapper(sh.state_dim, sh.state_names, self.caps.joint_names, self.caps.extra_names)
-        limits = SafetyLimits.build({"low": sh.action_low, "high": sh.action_high}, sh.action_dim,
-                                    self.caps.lower, self.caps.upper, self.caps.max_velocity, self.period)
+        rc = config.robot_config
+        try:
+            limits = effective_limits(self.caps, self.period, rc, {"low": sh.action_low, "high": sh.action_high})
+        except (SafetyConfigError, RobotConfigError) as exc:
+            raise LoopError(str(exc)) from None
         self.safety = SafetyFilter(limits)
+        self.fault_policy = config.on_device_fault or (rc.on_device_fault if rc is not None else None) or "stop"
+        if self.fault_policy not in FAULT_POLICIES:
+            raise LoopError(f"on_device_fault must be one of {', '.join(FAULT_POLICIES)}, got {self.fault_policy!r}")
+        margin = config.state_margin if config.state_margin is not None else (
+            rc.state_margin if rc is not None else DEFAULT_STATE_MARGIN)
+        max_bad = config.max_bad_states if config.max_bad_states is not None else (
+            rc.max_bad_states if rc is not None else DEFAULT_MAX_BAD_STATES)
+        if not (isinstance(max_bad, int) and max_bad >= 1) or not (0.0 <= float(margin) <= 1.0):
+            raise LoopError(f"max_bad_states must be >= 1 and state_margin in [0, 1], got {max_bad!r}, {margin!r}")
+        self.state_check = StateCheck.for_device(self.caps, margin, max_bad)
+        self.reports = DeviceReports(fault_flag_limit=config.fault_flag_limit)
         self.camera = camera
         if sh.image_shape is not None and camera is None:
             raise LoopError("this policy sees a camera: give the loop a camera (runtime.sensors)")
@@ -151,6 +184,10 @@ class ControlLoop:
         self.schedule = ActionSchedule(sh.obs_horizon, sh.action_horizon, config.use_tail)
         self.watch = LinkWatch(config.stale_timeout_s)
         self.stats = RunStats(mode="lockstep" if config.lockstep else "realtime", period_s=self.period)
+        self.stats.limits = limits.as_dict()
+        self.stats.limits.update({"on_device_fault": self.fault_policy, "state_margin": self.state_check.margin_fraction,
+                                  "max_bad_states": self.state_check.max_bad,
+                                  "robot_config": rc.as_dict() if rc is not None else None})
         self.log = StepLog(config.log_steps)
         self.status = LiveStatus()
         self._estop_requested = False
@@ -234,21 +271,119 @@ class ControlLoop:
         return self.robot.wait_state(after_seq=seq, timeout=self.config.step_timeout_s)
 
     def _aborted(self, ep: EpisodeStats) -> bool:
-        """An e-stop or stop was requested (by a signal handler or the CLI): end the episode."""
+        """An e-stop or stop was requested (by a signal handler or the CLI), or the run must stop: end the episode."""
         if self._estop_requested:
-            self._engage_estop()
+            self._engage_estop("operator interrupt")
             ep.aborted = "estop"
         elif self._stop_requested:
             ep.aborted = "stopped"
+        elif self.stats.stop_reason:
+            ep.aborted = ep.aborted or "stopped"
         return bool(ep.aborted)
 
-    def _engage_estop(self) -> None:
+    def _stop_run(self, ep: Optional[EpisodeStats], reason: str, estop: bool = True) -> None:
+        """End the run early (exit code 4): record why, and make the device hold in e-stop."""
+        if not self.stats.stop_reason:
+            self.stats.stop_reason = reason
+        if ep is not None and not ep.aborted:
+            ep.aborted = reason[:60]
+        if estop:
+            self._engage_estop(reason)
+
+    def _estop_shown_since(self, t0: float) -> bool:
+        """A State received after t0 carries the ESTOP flag (the device says it is holding in e-stop)."""
+        try:
+            st = self.robot.latest_state()
+        except Exception:
+            return False
+        return (st is not None and bool(int(getattr(st, "flags", 0)) & 0x0001)
+                and getattr(st, "rx_time", math.nan) >= t0)
+
+    def _engage_estop(self, reason: str = "") -> bool:
+        """Engage the e-stop and retry until the device confirms it or `estop_confirm_s` has passed.
+        Returns whether it was confirmed; stats.estop records the attempts (never claims more)."""
+        if self.stats.estop.get("requested"):
+            return bool(self.stats.estop.get("confirmed"))
         self.safety.engage_estop()
         self.stats.counters.estops += 1
-        try:
-            self.robot.estop(True)
-        except Exception:  # the link may be down; the device watchdog holds in that case
-            pass
+        cfg = self.config
+        t0 = time.monotonic()
+        deadline = t0 + cfg.estop_confirm_s
+        attempts, confirmed, error = 0, False, ""
+        while True:
+            attempts += 1
+            try:
+                confirmed = bool(self.robot.estop(True))
+            except Exception as exc:  # the link may be down: keep trying until the deadline
+                error = _one_line(exc)
+            confirmed = confirmed or self._estop_shown_since(t0)
+            if confirmed or time.monotonic() >= deadline:
+                break
+            time.sleep(cfg.estop_retry_s)
+        self.stats.estop = {"requested": True, "reason": reason, "confirmed": confirmed, "attempts": attempts,
+                            "error": error, "seconds": round(time.monotonic() - t0, 3)}
+        return confirmed
+
+    def _release_estop_at_start(self) -> bool:
+        """--release-estop: EStop(engage=False) until the device confirms it and a State shows the flag clear."""
+        cfg = self.config
+        t0 = time.monotonic()
+        deadline = t0 + cfg.estop_confirm_s
+        acked = False
+        while time.monotonic() < deadline:
+            try:
+                acked = acked or bool(self.robot.estop(False))
+            except Exception:
+                acked = False
+            if acked:
+                try:
+                    st = self.robot.latest_state()
+                except Exception:
+                    st = None
+                if st is not None and not int(getattr(st, "flags", 0)) & 0x0001 and getattr(st, "rx_time", t0) >= t0:
+                    return True
+            time.sleep(cfg.estop_retry_s)
+        return False
+
+    def _first_state(self) -> Any:
+        st = self.robot.latest_state()
+        if st is None:
+            wait = getattr(self.robot, "wait_state", None)
+            if wait is not None:
+                try:
+                    st = wait(timeout=self.config.first_state_timeout_s)
+                except Exception:  # no State yet: the loop's link watch handles a silent device
+                    st = None
+        return st
+
+    def preflight(self) -> bool:
+        """Before the first episode: a device whose e-stop is latched is not driven unless the operator
+        asked to release it (--release-estop), and then only after the device confirmed the release."""
+        st = self._first_state()
+        self.stats.settings["release_estop"] = self.config.release_estop
+        if st is None or not int(getattr(st, "flags", 0)) & 0x0001:
+            return True
+        if not self.config.release_estop:
+            self.stats.stop_reason = ("the device's e-stop is engaged: make the robot safe, then run again with "
+                                      "--release-estop")
+            return False
+        if not self._release_estop_at_start():
+            self.stats.stop_reason = "--release-estop: the device did not confirm the e-stop release"
+            return False
+        self.stats.settings["estop_released_at_start"] = True
+        return True
+
+    def _device_verdict(self, state: Any) -> Optional[Verdict]:
+        """Drain the device's Faults and look at the State's flags; counts go into the run statistics."""
+        ours = self.safety.estopped
+        v1 = self.reports.on_faults(self.reports.drain(self.robot), ours)
+        v2 = self.reports.on_state(state, ours)
+        c = self.stats.counters
+        c.device_faults, c.refused_commands = self.reports.total_faults, self.reports.refused
+        for v in (v1, v2):
+            if v is not None and v.kind == "estop":
+                return v
+        return v1 or v2
 
     # ------------------------------------------------------------------ process settings
     def _enter_realtime(self) -> dict[str, Any]:
@@ -310,44 +445,66 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ run
     def run(self) -> RunStats:
+        """Run the episodes. Never raises for what happens inside the run: an exception, a device
+        e-stop or fault, bad States or a lost link stop the run (stats.stop_reason / stats.error) with
+        the device e-stopped; the statistics are complete either way."""
         restore = self._enter_realtime()
         t_start = time.monotonic()
         self._run_t0 = t_start
+        epstats: Optional[EpisodeStats] = None
         try:
-            for ep in range(self.config.episodes):
-                if self._estop_requested or self._stop_requested or self.safety.estopped:
-                    break
-                if self.config.gc_freeze:
-                    gc.collect()
-                    gc.disable()  # no collector pauses inside an episode; garbage is collected between
-                seed = self.config.base_seed + ep
-                epstats = EpisodeStats(index=ep, seed=seed)
-                self.stats.episodes.append(epstats)
-                self.status.episode = ep
-                if self.config.lockstep:
-                    self._episode_lockstep(epstats)
-                else:
-                    self._episode_realtime(epstats)
-                if self.config.gc_freeze:
-                    gc.enable()
+            if self.preflight():
+                for ep in range(self.config.episodes):
+                    if (self._estop_requested or self._stop_requested or self.safety.estopped
+                            or self.stats.stop_reason):
+                        break
+                    if self.config.gc_freeze:
+                        gc.collect()
+                        gc.disable()  # no collector pauses inside an episode; garbage is collected between
+                    seed = self.config.base_seed + ep
+                    epstats = EpisodeStats(index=ep, seed=seed)
+                    self.stats.episodes.append(epstats)
+                    self.status.episode = ep
+                    if self.config.lockstep:
+                        self._episode_lockstep(epstats)
+                    else:
+                        self._episode_realtime(epstats)
+                    if self.config.gc_freeze:
+                        gc.enable()
+        except Exception as exc:  # never die silently: stop, e-stop, and let the caller write the outputs
+            self.stats.error = f"{type(exc).__name__}: {_one_line(exc)}"
+            self._stop_run(epstats, f"error inside the run: {self.stats.error}")
         finally:
+            if self.config.gc_freeze and not gc.isenabled():
+                gc.enable()
             if self._estop_requested and not self.safety.estopped:  # requested between episodes or before any
-                self._engage_estop()
+                self._engage_estop("operator interrupt")
             self._leave_realtime(restore)
-            self.stats.wall_s = time.monotonic() - t_start
-            self.stats.interrupted = self._estop_requested or self._stop_requested
-            c = self.stats.counters
-            c.nan_blocked, c.clipped, c.rate_limited = (self.safety.counts.nan_blocked, self.safety.counts.clipped,
-                                                        self.safety.counts.rate_limited)
-            c.dropped_actions = self.schedule.dropped
-            c.link_loss_events, c.link_recoveries = self.watch.losses, self.watch.recoveries
-            try:
-                self.stats.link = _link_stats(self.robot)
-            except Exception:
-                self.stats.link = {}
-            self.stats.step_log = self.log
-            self.status.done = True
+            self._finish_stats(t_start)
         return self.stats
+
+    def _finish_stats(self, t_start: float) -> None:
+        self.stats.wall_s = time.monotonic() - t_start
+        self.stats.interrupted = self._estop_requested or self._stop_requested
+        c = self.stats.counters
+        c.nan_blocked, c.clipped, c.rate_limited = (self.safety.counts.nan_blocked, self.safety.counts.clipped,
+                                                    self.safety.counts.rate_limited)
+        c.dropped_actions = self.schedule.dropped
+        c.link_loss_events, c.link_recoveries = self.watch.losses, self.watch.recoveries
+        try:  # faults that arrived during the last tick
+            self.reports.on_faults(self.reports.drain(self.robot), True)
+        except Exception:
+            pass
+        c.device_faults, c.refused_commands = self.reports.total_faults, self.reports.refused
+        c.bad_states = self.state_check.bad_total
+        self.stats.device = self.reports.as_dict()
+        self.stats.states = self.state_check.as_dict()
+        try:
+            self.stats.link = _link_stats(self.robot)
+        except Exception:
+            self.stats.link = {}
+        self.stats.step_log = self.log
+        self.status.done = True
 
     # ------------------------------------------------------------------ shared tick pieces
     def _observe(self, state: Any, ep: EpisodeStats) -> tuple[bool, float]:
@@ -389,6 +546,31 @@ class ControlLoop:
         while True:
             if self._aborted(ep):
                 break
+            verdict = self._device_verdict(state)
+            fault_hold = False
+            if verdict is not None:
+                if verdict.kind == "estop" or self.fault_policy == "stop":
+                    self._stop_run(ep, verdict.text)
+                    break
+                fault_hold = True
+            if not self.state_check.check(state):
+                # A bad State never becomes an observation: hold the last command (nothing else is known).
+                if self.state_check.exhausted:
+                    self._stop_run(ep, self.state_check.stop_reason())
+                    break
+                if step >= cfg.max_steps:
+                    break
+                fr = self.safety.hold(None)
+                if fr.command is None:  # no command yet to hold: lock-step cannot go on without one
+                    self._stop_run(ep, f"bad State with nothing to hold ({self.state_check.last_error})")
+                    break
+                c.held_ticks += 1
+                self._record(ep.index, step, step, math.nan, math.nan, "bad-state", plan_id, None, fr, state)
+                state = self._lockstep_send(ep, fr.command)
+                if state is None:
+                    break
+                step += 1
+                continue
             success, _ = self._observe(state, ep)
             if success:
                 ep.success = True
@@ -412,23 +594,22 @@ class ControlLoop:
             action = None
             if actions is not None and step % sh.action_horizon < len(actions):
                 action = actions[step % sh.action_horizon]
-            fr = self.safety.filter(action, state.positions)
+            if fault_hold:  # the device refused or faulted: hold where the robot is, step on from there
+                self.safety.reset()
+                fr = self.safety.hold(state.positions)
+                c.fault_holds += 1
+            else:
+                fr = self.safety.filter(action, state.positions)
             if action is None or fr.held:
                 c.held_ticks += 1
-            self._record(ep.index, step, step, math.nan, math.nan, "plan" if action is not None else "hold",
-                         plan_id, action, fr, state)
+            source = "fault-hold" if fault_hold else ("plan" if action is not None else "hold")
+            self._record(ep.index, step, step, math.nan, math.nan, source, plan_id, action, fr, state)
             if fr.command is None:  # e-stop or no reference at all: nothing can be sent
                 ep.aborted = fr.reason
                 break
-            try:
-                state = self._step_lockstep(fr.command)
-            except Exception as exc:  # link trouble: wait for it to come back, then go on from its State
-                self.watch.check(False, None)
-                state = self._wait_link(ep)
-                if state is None:
-                    ep.aborted = f"link: {exc}"
-                    break
-                self.watch.check(True, state, state.rx_time)
+            state = self._lockstep_send(ep, fr.command)
+            if state is None:
+                break
             c.ticks += 1
             self.stats.tick_work_s.append(time.perf_counter() - t_tick)
             step += 1
@@ -438,10 +619,25 @@ class ControlLoop:
         ep.dropped_actions = self.schedule.dropped - dropped0
         ep.wall_s = time.monotonic() - t_ep
 
+    def _lockstep_send(self, ep: EpisodeStats, command: np.ndarray) -> Any:
+        """Send one command and return the State it produced; on link trouble wait for the link to come
+        back and go on from its State. None when the link is gone for good (the run stops)."""
+        try:
+            return self._step_lockstep(command)
+        except Exception as exc:
+            self.watch.check(False, None)
+            state = self._wait_link(ep)
+            if state is None:
+                if not (self._estop_requested or self._stop_requested):
+                    self._stop_run(ep, f"link lost: {_one_line(exc)}")
+                return None
+            self.watch.check(True, state, state.rx_time)
+            return state
+
     def _wait_link(self, ep: EpisodeStats) -> Any:
         """Block (lock-step only) until the link is healthy again; its latest State, or None on give-up."""
         give_up = time.monotonic() + self.config.link_give_up_s
-        while time.monotonic() < give_up and not self._estop_requested:
+        while time.monotonic() < give_up and not (self._estop_requested or self._stop_requested):
             st = self.robot.latest_state()
             if self.robot.healthy and st is not None:
                 return st
@@ -450,12 +646,16 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ real-time episode
     def _wait_until(self, deadline: float) -> float:
+        """Sleep until `deadline` (spinning the last spin_s), in slices so that an e-stop or stop request
+        is acted on within one slice whatever the period; returns early on such a request."""
         spin = self.config.spin_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= spin:
                 break
-            time.sleep(remaining - spin)
+            if self._estop_requested or self._stop_requested:
+                return time.monotonic()
+            time.sleep(min(remaining - spin, self.config.wait_slice_s))
         now = time.monotonic()
         while now < deadline:  # the last `spin` seconds: sleep's wake-up latency is not precise enough
             now = time.monotonic()
@@ -464,6 +664,8 @@ class ControlLoop:
     def _warm_up(self, state: Any, plans: int = 2) -> None:
         """Plan a couple of times before the first tick (the planner thread is idle): onnxruntime's
         first runs are slow, and the measured latency sets the first plans' lead."""
+        if self.state_check.problem(state) is not None:
+            return  # never plan from a bad State; the first ticks measure the latency instead
         self.history.reset()
         self.history.push(self.mapper(state.positions, state.extras), self._frame())
         for _ in range(plans):
@@ -529,6 +731,13 @@ class ControlLoop:
             c.ticks += 1
 
             state = self.robot.latest_state()
+            verdict = self._device_verdict(state)
+            fault_hold = False
+            if verdict is not None:
+                if verdict.kind == "estop" or self.fault_policy == "stop":
+                    self._stop_run(ep, verdict.text)
+                    break
+                fault_hold = True
             was_lost = self.watch.lost
             if not self.watch.check(self.robot.healthy, state, now):
                 if not was_lost:  # stop planning; what was planned from old observations is void
@@ -539,7 +748,7 @@ class ControlLoop:
                 self.status.link_ok = False
                 self._record(ep.index, step, k, deadline, now, "link-hold", -1, None, None, state)
                 if now - self.watch.lost_since > cfg.link_give_up_s:
-                    ep.aborted = "link lost"
+                    self._stop_run(ep, f"link lost for more than {cfg.link_give_up_s:g} s")
                     break
                 k += 1
                 continue
@@ -547,6 +756,30 @@ class ControlLoop:
                 self.history.reset()
                 self.safety.reset()
                 self.status.link_ok = True
+
+            if not self.state_check.check(state):
+                # A bad State never becomes an observation: hold the last command (or send nothing), count it.
+                if self.state_check.exhausted:
+                    self._stop_run(ep, self.state_check.stop_reason())
+                    break
+                fr = self.safety.hold(None)
+                if fr.command is not None and self.robot.send_command(fr.command) is None:
+                    c.send_failures += 1
+                c.held_ticks += 1
+                self._record(ep.index, step, k, deadline, now, "bad-state", -1, None, fr, state)
+                k += 1
+                continue
+            if fault_hold:  # the device refused or faulted: hold where the robot is, step on from there
+                self.safety.reset()
+                fr = self.safety.hold(state.positions)
+                if fr.command is not None and self.robot.send_command(fr.command) is None:
+                    c.send_failures += 1
+                c.fault_holds += 1
+                c.held_ticks += 1
+                self._record(ep.index, step, k, deadline, now, "fault-hold", -1, None, fr, state)
+                step += 1
+                k += 1
+                continue
 
             success, _ = self._observe(state, ep)
             if success:
@@ -606,6 +839,11 @@ class ControlLoop:
         ep.held_ticks = c.held_ticks - held0
         ep.dropped_actions = self.schedule.dropped - dropped0
         ep.wall_s = time.monotonic() - t_ep
+
+
+def _one_line(exc: Any, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:limit]
 
 
 def _set_fifo(tid: int, priority: int) -> bool:

@@ -16,11 +16,29 @@ import numpy as np
 
 
 class SafetyConfigError(ValueError):
-    """The package and the device disagree in a way that makes safe operation impossible."""
+    """The limits from the device, the operator's robot config and the package cannot make a safe box
+    (non-finite, inverted or disjoint limits). One line naming the source, the joint and the values."""
+
+
+DEFAULT_STEP_FRACTION = 0.1     # per-command step when nobody declares one: 10% of the joint's device range
+PERIOD_RANGE_S = (1e-3, 10.0)   # control periods outside this are mistakes (1 kHz .. 0.1 Hz)
+
+
+def check_period(value: Any, what: str = "control period") -> float:
+    """A finite period in PERIOD_RANGE_S (seconds); SafetyConfigError otherwise."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise SafetyConfigError(f"{what} must be a number of seconds, got {value!r}") from None
+    lo, hi = PERIOD_RANGE_S
+    if not (math.isfinite(p) and lo <= p <= hi):
+        raise SafetyConfigError(f"{what} must be between {lo:g} and {hi:g} s, got {value!r}")
+    return p
 
 
 def parse_action_limits(spec: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Manifest action limits -> (lower, upper) float64 arrays; missing bounds become -inf/+inf.
+    """Manifest action limits -> (lower, upper) float64 arrays; a missing bound is -inf/+inf (the package
+    does not narrow that side). Non-finite or inverted values are refused (SafetyConfigError).
 
     Accepts {"low"/"lower"/"min": [...], "high"/"upper"/"max": [...]} or [[lo, hi], ...] or None.
     """
@@ -28,61 +46,139 @@ def parse_action_limits(spec: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
     hi = np.full(dim, np.inf)
     if spec is None:
         return lo, hi
-    if isinstance(spec, Mapping):
-        low = next((spec[k] for k in ("low", "lower", "min") if k in spec), None)
-        high = next((spec[k] for k in ("high", "upper", "max") if k in spec), None)
-    else:
-        pairs = np.asarray(spec, dtype=np.float64)
-        if pairs.shape != (dim, 2):
-            raise SafetyConfigError(f"action limits must be {dim} [low, high] pairs, got shape {pairs.shape}")
-        low, high = pairs[:, 0], pairs[:, 1]
-    if low is not None:
-        lo = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
-    if high is not None:
-        hi = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
-    lo = np.where(np.isnan(lo), -np.inf, lo)
-    hi = np.where(np.isnan(hi), np.inf, hi)
+    try:
+        if isinstance(spec, Mapping):
+            low = next((spec[k] for k in ("low", "lower", "min") if k in spec), None)
+            high = next((spec[k] for k in ("high", "upper", "max") if k in spec), None)
+        else:
+            pairs = np.asarray(spec, dtype=np.float64)
+            if pairs.shape != (dim, 2):
+                raise SafetyConfigError(f"package action limits must be {dim} [low, high] pairs, got shape "
+                                        f"{pairs.shape}")
+            low, high = pairs[:, 0], pairs[:, 1]
+        if low is not None:
+            lo = _vec(low, dim, "package action.low")
+        if high is not None:
+            hi = _vec(high, dim, "package action.high")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, SafetyConfigError):
+            raise
+        raise SafetyConfigError(f"package action limits are not numbers ({exc})") from None
+    for i in range(dim):
+        if (low is not None and not math.isfinite(lo[i])) or (high is not None and not math.isfinite(hi[i])):
+            raise SafetyConfigError(f"package action limits of action {i} must be finite, got "
+                                    f"[{lo[i]!r}, {hi[i]!r}]")
+        if lo[i] > hi[i]:
+            raise SafetyConfigError(f"package action limits of action {i} are inverted: low {lo[i]:g} > "
+                                    f"high {hi[i]:g}")
     return lo, hi
 
 
 @dataclass
 class SafetyLimits:
-    """Per-joint position bounds and the largest change of the commanded target in one tick."""
+    """Per-joint position bounds and the largest change of the commanded target in one command."""
     lower: np.ndarray
     upper: np.ndarray
-    max_step: np.ndarray  # +inf where unlimited
+    max_step: np.ndarray                                   # always finite and > 0 when built by effective_limits
+    names: tuple[str, ...] = ()
+    sources: list[dict[str, str]] = field(default_factory=list)  # per joint: which source set each bound
+    notes: list[str] = field(default_factory=list)         # e.g. a package that tried to widen the box
 
-    @classmethod
-    def build(cls, action_limits: Any, dim: int, device_lower: Optional[Sequence[float]] = None,
-              device_upper: Optional[Sequence[float]] = None, device_max_velocity: Optional[Sequence[float]] = None,
-              period_s: float = 0.1, max_velocity: Optional[Sequence[float]] = None) -> "SafetyLimits":
-        """Intersect the package's action limits with the device's joint limits and velocity.
-
-        A device max velocity of 0 means "not limited" (protocol convention). `max_velocity` is an
-        optional extra cap (e.g. from the manifest), also per second.
-        """
-        lo, hi = parse_action_limits(action_limits, dim)
-        if device_lower is not None:
-            lo = np.maximum(lo, _vec(device_lower, dim, "device lower limits"))
-        if device_upper is not None:
-            hi = np.minimum(hi, _vec(device_upper, dim, "device upper limits"))
-        if np.any(lo > hi):
-            bad = int(np.argmax(lo > hi))
-            raise SafetyConfigError(f"joint {bad}: the package's action range and the device's joint range do "
-                                    f"not overlap ([{lo[bad]:g}, {hi[bad]:g}] after intersection)")
-        step = np.full(dim, np.inf)
-        for vmax in (device_max_velocity, max_velocity):
-            if vmax is None:
-                continue
-            v = _vec(vmax, dim, "max velocity")
-            step = np.minimum(step, np.where(v > 0, v * period_s, np.inf))
-        return cls(lo, hi, step)
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the limits used (summary.json)."""
+        names = self.names or tuple(f"joint{i}" for i in range(self.lower.size))
+        joints = {}
+        for i, n in enumerate(names):
+            d = {"lower": float(self.lower[i]), "upper": float(self.upper[i]), "max_step": float(self.max_step[i])}
+            if i < len(self.sources):
+                d["sources"] = dict(self.sources[i])
+            joints[n] = d
+        return {"joints": joints, "notes": list(self.notes)}
 
 
-def _vec(values: Sequence[float], dim: int, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+def effective_limits(caps: Any, period_s: float, robot_config: Any = None, action_limits: Any = None
+                     ) -> SafetyLimits:
+    """The position box and step limit the host enforces: the intersection of the device's Capabilities,
+    the operator's robot config (runtime.robot_config.RobotConfig) and the package's action range.
+
+    The package can narrow the box, never widen it (a wider package range is noted and has no effect).
+    The step limit per joint is the smallest of: robot config max_step, robot config max_velocity *
+    period, device max_velocity * period, device max_step (0 = the device does not say); when none
+    of these exists, DEFAULT_STEP_FRACTION of the joint's device range.
+    """
+    period = check_period(period_s)
+    names = tuple(caps.joint_names)
+    n = len(names)
+    d_lo = _vec(caps.lower, n, "device lower limits")
+    d_hi = _vec(caps.upper, n, "device upper limits")
+    d_vel = _vec(caps.max_velocity, n, "device max_velocity")
+    raw_step = getattr(caps, "max_step", None)  # protocol v2; older Capabilities do not declare it
+    d_step = _vec(raw_step, n, "device max_step") if raw_step is not None else np.zeros(n)
+    for i, name in enumerate(names):
+        if not (math.isfinite(d_lo[i]) and math.isfinite(d_hi[i])):
+            raise SafetyConfigError(f"device Capabilities: joint {name}: limits must be finite, got "
+                                    f"[{d_lo[i]!r}, {d_hi[i]!r}]")
+        if not d_lo[i] < d_hi[i]:
+            raise SafetyConfigError(f"device Capabilities: joint {name}: lower {d_lo[i]:g} is not below "
+                                    f"upper {d_hi[i]:g}")
+        for what, v in (("max_velocity", d_vel[i]), ("max_step", d_step[i])):
+            if not (math.isfinite(v) and v >= 0):
+                raise SafetyConfigError(f"device Capabilities: joint {name}: {what} must be finite and >= 0 "
+                                        f"(0 = not limited), got {v!r}")
+    if robot_config is not None:
+        robot_config.check_joints(names)
+    p_lo, p_hi = parse_action_limits(action_limits, n)
+    src_cfg = getattr(robot_config, "source", "robot config")
+    lower, upper, step = d_lo.copy(), d_hi.copy(), np.empty(n)
+    sources: list[dict[str, str]] = []
+    notes: list[str] = []
+    for i, name in enumerate(names):
+        jc = robot_config.joints.get(name) if robot_config is not None else None
+        src = {"lower": "device", "upper": "device"}
+        if jc is not None and jc.lower is not None and jc.lower > lower[i]:
+            lower[i], src["lower"] = jc.lower, "robot config"
+        if jc is not None and jc.upper is not None and jc.upper < upper[i]:
+            upper[i], src["upper"] = jc.upper, "robot config"
+        if not lower[i] < upper[i]:
+            raise SafetyConfigError(f"{src_cfg}: joint {name}: [{jc.lower if jc else None}, "
+                                    f"{jc.upper if jc else None}] leaves nothing of the device's range "
+                                    f"[{d_lo[i]:g}, {d_hi[i]:g}]")
+        if p_lo[i] < lower[i] or p_hi[i] > upper[i]:
+            if math.isfinite(p_lo[i]) or math.isfinite(p_hi[i]):
+                notes.append(f"package action range of joint {name} [{p_lo[i]:g}, {p_hi[i]:g}] is wider than the "
+                             f"robot's [{lower[i]:g}, {upper[i]:g}]: the robot's limits apply")
+        if p_lo[i] > lower[i]:
+            lower[i], src["lower"] = p_lo[i], "package"
+        if p_hi[i] < upper[i]:
+            upper[i], src["upper"] = p_hi[i], "package"
+        if lower[i] > upper[i]:
+            raise SafetyConfigError(f"joint {name}: the package's action range [{p_lo[i]:g}, {p_hi[i]:g}] and the "
+                                    f"robot's range do not overlap")
+        candidates = []
+        if jc is not None and jc.max_step is not None:
+            candidates.append((jc.max_step, "robot config max_step"))
+        if jc is not None and jc.max_velocity is not None:
+            candidates.append((jc.max_velocity * period, "robot config max_velocity"))
+        if d_vel[i] > 0:
+            candidates.append((float(d_vel[i]) * period, "device max_velocity"))
+        if d_step[i] > 0:
+            candidates.append((float(d_step[i]), "device max_step"))
+        if candidates:
+            step[i], src["max_step"] = min(candidates)
+        else:
+            step[i] = DEFAULT_STEP_FRACTION * (d_hi[i] - d_lo[i])
+            src["max_step"] = f"default ({DEFAULT_STEP_FRACTION:.0%} of the device range)"
+        sources.append(src)
+    return SafetyLimits(lower, upper, step, names, sources, notes)
+
+
+def _vec(values: Any, dim: int, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise SafetyConfigError(f"{what} are not numbers: {values!r}"[:200]) from None
     if arr.size != dim:
-        raise SafetyConfigError(f"{what} has {arr.size} values, the policy commands {dim} joints")
+        raise SafetyConfigError(f"{what} has {arr.size} values, the robot has {dim} joints")
     return arr
 
 
@@ -168,8 +264,10 @@ class SafetyFilter:
             res = self.hold(current)
             return FilterResult(res.command, True, "nan" if res.command is not None else res.reason)
         ref = self._last if self._last is not None else self.hold_target(current)
+        if ref is None:  # nowhere known to step from: the step limit cannot be applied, so send nothing
+            return FilterResult(None, True, "no-reference")
         out = req
-        if ref is not None and np.any(np.isfinite(self.limits.max_step)):
+        if np.any(np.isfinite(self.limits.max_step)):
             ref64 = np.asarray(ref, dtype=np.float64)
             limited = np.clip(out, ref64 - self.limits.max_step, ref64 + self.limits.max_step)
             if np.any(limited != out):

@@ -92,15 +92,21 @@ class StateMapper:
                                  f"{len(device)} ({', '.join(device)})")
             self.index = np.arange(state_dim, dtype=np.intp)
         self.n_joints = len(joint_names)
+        self.n_extras = len(extra_names)
         self.progress_index = list(extra_names).index(progress_name) if progress_name in extra_names else None
 
     def __call__(self, positions: np.ndarray, extras: np.ndarray) -> np.ndarray:
-        flat = np.concatenate([np.asarray(positions, np.float32).reshape(-1), np.asarray(extras, np.float32).reshape(-1)])
-        return flat[self.index]
+        pos = np.asarray(positions, np.float32).reshape(-1)
+        ext = np.asarray(extras, np.float32).reshape(-1)
+        # A State with another count than the device declared is refused, never shifted into other fields.
+        if pos.size != self.n_joints or ext.size != self.n_extras:
+            raise ValueError(f"State has {pos.size} joint positions and {ext.size} extras; the device declared "
+                             f"{self.n_joints} and {self.n_extras}")
+        return np.concatenate([pos, ext])[self.index]
 
     def progress(self, extras: np.ndarray) -> Optional[float]:
         """Task progress (Push-T coverage) from the extras, or None when the device has none."""
-        if self.progress_index is None or self.progress_index >= len(extras):
+        if self.progress_index is None or len(extras) != self.n_extras:
             return None
         return float(extras[self.progress_index])
 

@@ -58,6 +58,19 @@ class Counters:
     link_recoveries: int = 0
     send_failures: int = 0        # send_command returned None (port down)
     estops: int = 0
+    bad_states: int = 0           # States refused by runtime.state_check (never became observations)
+    device_faults: int = 0        # Fault messages from the device (any code)
+    refused_commands: int = 0     # ... of which said a command was refused (ESTOP, BAD_COMMAND, IMPLAUSIBLE)
+    fault_holds: int = 0          # ticks held because of a device fault (--on-device-fault hold)
+
+
+# imle-run's exit codes (docs/deploy.md, `imle-run --help`)
+EXIT_CLEAN = 0           # every episode ran; the device reported nothing
+EXIT_USAGE = 2           # a mistake in the command line, the package, the robot config or the connection
+EXIT_FAULTS = 3          # the run completed, but the device reported faults/refusals, States were bad or the link dropped
+EXIT_STOPPED = 4         # the run stopped early: device e-stop, device fault (stop policy), bad States, link lost, error
+EXIT_ESTOP_UNCONFIRMED = 5  # an e-stop was needed and the device did not confirm it
+EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM, e-stop confirmed
 
 
 @dataclass
@@ -74,6 +87,12 @@ class RunStats:
     settings: dict[str, Any] = field(default_factory=dict)   # what the loop ran with (priority, spin, ...)
     wall_s: float = 0.0
     interrupted: bool = False
+    stop_reason: str = ""                                    # why the run stopped early ("" = it did not)
+    error: str = ""                                          # an exception inside the run (one line)
+    estop: dict[str, Any] = field(default_factory=dict)      # requested, reason, confirmed, attempts, error
+    limits: dict[str, Any] = field(default_factory=dict)     # the limits used (runtime.safety.SafetyLimits)
+    device: dict[str, Any] = field(default_factory=dict)     # what the device reported (runtime.device_reports)
+    states: dict[str, Any] = field(default_factory=dict)     # State checks (runtime.state_check)
     step_log: Optional["StepLog"] = field(default=None, repr=False)  # per-tick rows (not in the summary)
 
     def summary(self) -> dict[str, Any]:
@@ -97,7 +116,34 @@ class RunStats:
             "settings": self.settings,
             "wall_s": self.wall_s,
             "interrupted": self.interrupted,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "estop": self.estop,
+            "limits": self.limits,
+            "device": self.device,
+            "states": self.states,
+            "exit_code": self.exit_code(),
+            "outcome": OUTCOMES[self.exit_code()],
         }
+
+    def faults_seen(self) -> bool:
+        c = self.counters
+        return bool(c.device_faults or c.refused_commands or c.bad_states or c.fault_holds or c.link_loss_events
+                    or c.send_failures)
+
+    def exit_code(self) -> int:
+        """How the run went, as imle-run's exit status (most urgent first)."""
+        if self.estop.get("requested") and not self.estop.get("confirmed"):
+            return EXIT_ESTOP_UNCONFIRMED
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.stop_reason:
+            return EXIT_STOPPED
+        return EXIT_FAULTS if self.faults_seen() else EXIT_CLEAN
+
+
+OUTCOMES = {EXIT_CLEAN: "clean", EXIT_FAULTS: "completed with device faults", EXIT_STOPPED: "stopped early",
+            EXIT_ESTOP_UNCONFIRMED: "E-STOP NOT CONFIRMED", EXIT_INTERRUPTED: "interrupted"}
 
 
 # ----------------------------------------------------------------------------- per-step log
@@ -185,6 +231,21 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"link: losses {c['link_loss_events']} (held {c['link_hold_ticks']} ticks, recovered "
         f"{c['link_recoveries']}), corrupt frames {corrupt}, seq gaps {link.get('seq_gaps', 0)}, "
         f"reconnects {link.get('reconnects', 0)}, tx errors {link.get('tx_errors', 0)}")
+    dev = summary.get("device") or {}
+    faults = dev.get("faults") or {}
+    flags = dev.get("flag_states") or {}
+    lines.append(
+        f"device: faults {c.get('device_faults', 0)}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))})" if faults else "")
+        + f", refused commands {c.get('refused_commands', 0)}, fault holds {c.get('fault_holds', 0)}, "
+        f"bad States {c.get('bad_states', 0)}"
+        + (f", flags seen: {', '.join(f'{k} {v}' for k, v in sorted(flags.items()))}" if flags else ""))
+    if dev.get("last_fault"):
+        lines.append(f"last device fault: {dev['last_fault']}")
+    lim = (summary.get("limits") or {}).get("joints") or {}
+    if lim:
+        lines.append("limits: " + "; ".join(f"{n} [{_g(j['lower'])}, {_g(j['upper'])}] step {_g(j['max_step'])}"
+                                          for n, j in lim.items()))
     eps = summary["episodes"]
     if eps:
         lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'max cov':>9}{'success':>9}{'held':>6}{'dropped':>9}  note")
@@ -194,7 +255,22 @@ def summary_table(summary: dict[str, Any]) -> str:
                          f"  {e['aborted']}")
         lines.append(f"success rate {_fmt(summary['success_rate'], 2)}, mean max coverage "
                      f"{_fmt(summary['mean_max_coverage'])}")
+    if summary.get("stop_reason"):
+        lines.append(f"STOPPED: {summary['stop_reason']}")
+    est = summary.get("estop") or {}
+    if est.get("requested"):
+        if est.get("confirmed"):
+            lines.append(f"e-stop engaged (confirmed by the device): {est.get('reason', '')}")
+        else:
+            lines.append(f"E-STOP NOT CONFIRMED by the device after {est.get('attempts', 0)} attempts "
+                         f"({est.get('reason', '')}): make the robot safe by hand")
+    if "exit_code" in summary:
+        lines.append(f"outcome: {summary.get('outcome', '')} (exit {summary['exit_code']})")
     return "\n".join(lines)
+
+
+def _g(x: Any) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def write_summary_json(summary: dict[str, Any], path: Path) -> None:
