@@ -10,7 +10,7 @@ from firmware_bridge.emulator.device import DeviceConfig, DeviceCore  # noqa: E4
 from firmware_bridge.emulator.faults import FaultConfig, FaultInjector  # noqa: E402
 from firmware_bridge.emulator.plant import PushTPlant, make_pusht_env, reset_pusht  # noqa: E402
 from firmware_bridge.protocol import (Ack, AckResult, Capabilities, CapabilityFlags, DeviceStatus, EStop,  # noqa: E402
-                                      Fault, FaultCode, FrameDecoder, Heartbeat, Hello, JointCommand, Reset, State,
+                                      Fault, FaultCode, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Reset, State,
                                       StatusFlags, StatusRequest, encode_frame)
 
 
@@ -47,11 +47,14 @@ class Bench:
         self.frames = [f for f in self.frames if not isinstance(f.message, cls)]
         return got
 
-    def connect(self) -> Capabilities:
-        self.send(Hello(nonce=77))
+    def connect(self, token: int = 1, takeover: bool = False) -> Capabilities:
+        self.send(Hello(nonce=77, session_token=token, takeover=takeover))
         caps = self.take(Capabilities)
         assert len(caps) == 1 and caps[0].nonce == 77
         return caps[0]
+
+    def position(self) -> np.ndarray:
+        return self.core.plant.positions().astype(np.float64)
 
 
 def test_handshake_and_streaming() -> None:
@@ -65,6 +68,8 @@ def test_handshake_and_streaming() -> None:
     assert caps.lower.tolist() == [0, 0] and caps.upper.tolist() == [512, 512]
     assert caps.watchdog_ms == 200 and caps.state_period_us == 20000
     assert caps.flags == CapabilityFlags.SIMULATED
+    # Realistic limits (plant.MAX_STEP_PX: ~1.5x the largest per-tick step in the Push-T demos).
+    assert caps.max_step.tolist() == [200.0, 200.0] and caps.max_velocity.tolist() == [2000.0, 2000.0]
     bench.take(State)
     bench.advance(1.0)
     states = bench.take(State)
@@ -77,7 +82,9 @@ def test_handshake_and_streaming() -> None:
 def test_watchdog_holds_within_timeout_and_pusher_stops() -> None:
     bench = Bench(watchdog_ms=200)
     bench.connect()
-    last = bench.send(JointCommand([450.0, 100.0]))
+    start = bench.position()
+    goal = start + [-190.0, 0.0]                       # within max_step (200 px) of the start
+    last = bench.send(JointCommand(goal))
     fed_at = bench.now
     bench.advance(0.15)                                # moving towards the target
     moving = bench.take(State)
@@ -91,9 +98,10 @@ def test_watchdog_holds_within_timeout_and_pusher_stops() -> None:
     trip_us = held[0].timestamp_us - (fed_at - bench.core.t0) * 1e6
     assert 200_000 <= trip_us <= 210_000               # trips just after watchdog_ms (2 ms ticks)
     assert all(np.array_equal(s.positions, held[0].positions) for s in held)  # does not move after the hold
-    assert held[0].positions[0] < 440                  # and stopped short of the target
+    assert held[0].positions[0] > goal[0] + 10         # and stopped short of the target
     assert bench.core.status(bench.now).watchdog_trips == 1
-    bench.send(JointCommand([300.0, 300.0]))           # the next valid command clears the hold
+    assert np.allclose(bench.core.target, held[0].positions, atol=1e-3)  # the reference is the held position
+    bench.send(JointCommand(held[0].positions + [0.0, 150.0]))  # the next valid command clears the hold
     bench.advance(0.1)
     after = bench.take(State)
     assert not after[-1].has(StatusFlags.WATCHDOG_HOLD) and not after[-1].has(StatusFlags.FAULT)
@@ -118,12 +126,13 @@ def test_heartbeats_feed_the_watchdog_but_do_not_clear_a_hold() -> None:
 def test_limits_clamp_and_report() -> None:
     bench = Bench()
     bench.connect()
+    bench.send(Reset(0, [500.0, 10.0, 300.0, 300.0, 0.0]))  # near the corner, block out of the way
     bench.send(JointCommand([600.0, -5.0]))
     assert [f.code for f in bench.take(Fault)] == [FaultCode.LIMIT]
     assert bench.core.target.tolist() == [512.0, 0.0]
     bench.advance(0.05)
     assert bench.take(State)[-1].has(StatusFlags.LIMIT)
-    bench.send(JointCommand([100.0, 100.0]))
+    bench.send(JointCommand([400.0, 100.0]))
     bench.advance(0.05)
     assert not bench.take(State)[-1].has(StatusFlags.LIMIT)
     assert bench.core.status(bench.now).limit_clamps == 1
@@ -132,12 +141,13 @@ def test_limits_clamp_and_report() -> None:
 def test_duplicate_bad_and_refused_commands_are_not_applied() -> None:
     bench = Bench()
     bench.connect()
-    seq = bench.send(JointCommand([100.0, 100.0]))
-    bench.send(JointCommand([400.0, 400.0]), seq=seq)       # same seq again: a duplicate
-    assert bench.core.target.tolist() == [100.0, 100.0]
-    bench.send(JointCommand([np.nan, 1.0]))                 # non-finite
+    here = np.float32(bench.position() + 50)
+    seq = bench.send(JointCommand(here))
+    bench.send(JointCommand(here - 20), seq=seq)             # same seq again: a duplicate
+    assert bench.core.target.tolist() == here.tolist()
+    bench.send(JointCommand([np.nan, here[1]]))             # non-finite
     bench.send(JointCommand([1.0, 2.0, 3.0]))               # wrong joint count
-    assert bench.core.target.tolist() == [100.0, 100.0]
+    assert bench.core.target.tolist() == here.tolist()
     assert FaultCode.BAD_COMMAND in [f.code for f in bench.take(Fault)]
     bench.send(JointCommand([np.nan, np.nan], valid=False))  # no target: fine, keeps the current one
     status = bench.core.status(bench.now)
@@ -147,11 +157,11 @@ def test_duplicate_bad_and_refused_commands_are_not_applied() -> None:
 def test_estop_refuses_commands_until_released() -> None:
     bench = Bench(watchdog_ms=0)
     bench.connect()
-    bench.send(JointCommand([450.0, 450.0]))
+    bench.send(JointCommand(bench.position() + [60.0, 140.0]))
     bench.advance(0.1)
     seq = bench.send(EStop(True))
     assert bench.take(Ack) == [Ack(EStop.TYPE, seq, AckResult.OK)]
-    bench.send(JointCommand([50.0, 50.0]))
+    bench.send(JointCommand(bench.position() - 30))
     assert [f.code for f in bench.take(Fault)] == [FaultCode.ESTOP]
     bench.take(State)
     bench.advance(0.3)
@@ -159,7 +169,7 @@ def test_estop_refuses_commands_until_released() -> None:
     assert all(s.has(StatusFlags.ESTOP) and np.array_equal(s.positions, held[0].positions) for s in held)
     seq = bench.send(EStop(False))
     assert bench.take(Ack)[0].acked_seq == seq
-    bench.send(JointCommand([50.0, 50.0]))
+    bench.send(JointCommand(held[0].positions - [150.0, 0.0]))
     bench.advance(0.2)
     last = bench.take(State)[-1]
     assert not last.has(StatusFlags.ESTOP) and last.positions[0] < held[0].positions[0] - 5
@@ -201,8 +211,9 @@ def test_lockstep_reproduces_in_process_pusht_exactly() -> None:
         obs = reset_pusht(env, seed, None if init is None else np.float32(init))
         assert st.ack_seq == seq and st.timestamp_us == 0
         assert np.array_equal(np.concatenate([st.positions, st.extras[:3]]), obs.astype(np.float32))
+        action = st.positions.astype(np.float64)
         for step in range(40):
-            action = rng.uniform(60, 450, 2).astype(np.float32)
+            action = np.clip(action + rng.uniform(-60, 60, 2), 60, 450).astype(np.float32)  # within max_step
             seq = bench.send(JointCommand(action))
             (st,) = bench.take(State)                  # exactly one reply per command
             obs, _, _, _, info = env.step(action)
@@ -245,3 +256,107 @@ def test_estop_works_without_a_session() -> None:
     seq = bench.send(EStop(True))                        # no Hello yet
     assert bench.take(Ack) == [Ack(EStop.TYPE, seq, AckResult.OK)] and bench.core.estop
     assert bench.take(Fault) == []
+
+
+def test_a_second_host_is_refused_while_the_session_is_alive() -> None:
+    bench = Bench(watchdog_ms=500)
+    bench.connect(token=1)
+    here = bench.position()
+    mine = bench.send(JointCommand(here + 20))
+    bench.advance(0.3)
+    bench.frames.clear()
+    bench.send(Hello(nonce=5, session_token=2))             # another host, 0.3 s after our last frame
+    assert bench.core.session_alive(bench.now) and not bench.core.session_alive(bench.now + 1.01)
+    faults = bench.take(Fault)
+    assert [f.code for f in faults] == [FaultCode.SESSION_BUSY] and "takeover" in faults[0].text
+    assert bench.take(Capabilities) == []
+    assert bench.core.session_token == 1 and bench.core.ack_seq == mine  # the session is untouched
+    assert bench.core.target.tolist() == np.float32(here + 20).tolist()
+    bench.advance(0.05)
+    assert not bench.take(State)[-1].has(StatusFlags.FAULT)   # a refused Hello is not our fault
+    bench.connect(token=1)                                   # the owner re-handshakes freely
+    assert bench.core.status(bench.now).sessions_refused == 1
+
+
+def test_takeover_and_a_dead_session_let_another_host_in() -> None:
+    bench = Bench(watchdog_ms=200)
+    bench.connect(token=1)
+    bench.send(JointCommand(bench.position() + 50))
+    bench.send(Hello(nonce=77, session_token=2, takeover=True))  # explicit takeover: accepted
+    assert len(bench.take(Capabilities)) == 1 and bench.core.session_token == 2
+    assert np.allclose(bench.core.target, bench.position())     # the new host does not inherit the old target
+    bench.send(Heartbeat())
+    bench.advance(0.5)
+    bench.send(Hello(nonce=6, session_token=3))              # 0.5 s: still alive (window max(1 s, 2 x 0.2 s))
+    assert [f.code for f in bench.take(Fault)][-1] == FaultCode.SESSION_BUSY  # after the WATCHDOG hold
+    bench.advance(0.6)                                       # 1.1 s without a frame: the session is dead
+    bench.connect(token=3)
+    assert bench.core.session_token == 3
+
+
+def test_goodbye_ends_only_its_own_session() -> None:
+    bench = Bench()
+    bench.connect(token=1)
+    bench.send(Goodbye(99))                                  # a stale/foreign token: ignored
+    assert bench.core.session
+    bench.send(Goodbye(1))
+    assert not bench.core.session
+    bench.frames.clear()
+    bench.advance(0.2)
+    assert bench.frames == []                                # no session: silent
+    bench.connect(token=2)                                   # the next host need not wait
+
+
+def test_estop_latch_survives_new_sessions_and_firmware_resets() -> None:
+    bench = Bench()
+    bench.connect(token=1)
+    bench.send(EStop(True))
+    bench.connect(token=1)                                   # re-handshake
+    bench.send(Hello(nonce=77, session_token=2, takeover=True))
+    bench.take(Capabilities)
+    bench.core.reboot(bench.now)                             # firmware reset
+    bench.connect(token=3)
+    bench.take(State)
+    bench.send(JointCommand(bench.position() + 10))
+    assert [f.code for f in bench.take(Fault)] == [FaultCode.ESTOP]
+    bench.advance(0.05)
+    assert bench.take(State)[-1].has(StatusFlags.ESTOP)
+    bench.send(EStop(False))                                 # only an explicit release clears it
+    bench.send(JointCommand(bench.position() + 10))
+    assert bench.take(Fault) == [] and not bench.core.estop
+
+
+def test_implausible_jumps_are_refused_and_not_applied() -> None:
+    bench = Bench(watchdog_ms=0)
+    bench.connect()
+    here = np.float32(bench.position())
+    ok = bench.send(JointCommand(here + [-199.0, -199.0]))
+    assert bench.core.ack_seq == ok and bench.take(Fault) == []
+    target = bench.core.target.copy()
+    for jump in ([201.0, 0.0], [0.0, -250.0], [1e30, 0.0], [-3e38, 3e38]):
+        bench.send(JointCommand(target + np.float32(jump)))
+        (fault,) = bench.take(Fault)
+        assert fault.code == FaultCode.IMPLAUSIBLE and "max_step 200" in fault.text
+        assert bench.core.target.tolist() == target.tolist() and bench.core.ack_seq == ok
+    bench.advance(0.05)
+    assert bench.take(State)[-1].has(StatusFlags.FAULT)
+    status = bench.core.status(bench.now)
+    assert (status.commands_implausible, status.commands_rejected, status.commands_applied) == (4, 4, 1)
+    # After an e-stop the reference is the held position, not the last commanded target.
+    bench.send(EStop(True))
+    bench.send(EStop(False))
+    held = bench.core.target.copy()
+    assert np.allclose(held, bench.position())
+    bench.send(JointCommand(held + [-40.0, 150.0]))  # > max_step from the last commanded target
+    assert bench.take(Fault) == [] and np.allclose(bench.core.target, np.float32(held + [-40.0, 150.0]))
+
+
+def test_max_step_zero_disables_the_check() -> None:
+    bench = Bench()
+    bench.core = DeviceCore(DeviceConfig("realtime", 0, 50.0, max_step=0.0), PushTPlant(0), bench._tx, bench.now)
+    caps = bench.connect()
+    assert caps.max_step.tolist() == [0.0, 0.0] and caps.max_velocity.tolist() == [0.0, 0.0]
+    bench.send(JointCommand([500.0, 10.0]))
+    assert bench.take(Fault) == [] and bench.core.target.tolist() == [500.0, 10.0]
+    with pytest.raises(ValueError, match="max_step"):
+        DeviceConfig(max_step=float("nan"))
