@@ -60,8 +60,11 @@ def test_shipped_package_loads_and_plans():
 
 @pytest.fixture
 def shipped_copy(tmp_path) -> Path:
+    """An unsigned copy: the signature (runtime.signing, tested there) would refuse any edit first,
+    and these tests check what the manifest's own checks refuse."""
     dst = tmp_path / "pkg"
     shutil.copytree(SHIPPED, dst)
+    (dst / P.SIGNATURE).unlink(missing_ok=True)
     return dst
 
 
