@@ -41,10 +41,22 @@ class LinkStats:
     silent_events: int = 0        # no State for longer than the state timeout
     device_resets: int = 0        # device reported it lost the session (rebooted)
     last_state_age_s: Optional[float] = None  # host time since the latest State arrived
+    # What the device said about our commands and itself (the operator must see these):
+    refused: dict[str, int] = field(default_factory=dict)      # commands refused, by fault code name:
+    #   ESTOP, BAD_COMMAND, IMPLAUSIBLE (from the device's Fault messages; ESTOP faults repeat at most 2/s)
+    state_flags: dict[str, int] = field(default_factory=dict)  # States received with ESTOP / WATCHDOG_HOLD /
+    #   FAULT / LIMIT set, by flag name
+    faults_dropped: int = 0       # Fault messages take_faults() never returned (its queue overflowed)
+    sessions_refused: int = 0     # handshakes the device refused (SESSION_BUSY: another host owns it)
+    session_state: str = ""       # the link's session state now (SerialLink: SessionState name)
 
     @property
     def corrupt_total(self) -> int:
         return sum(self.corrupt.values())
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
 
 
 @runtime_checkable
@@ -53,7 +65,8 @@ class Robot(Protocol):
 
     connect() blocks until the robot is ready and says what it is; latest_state() never blocks;
     send_command() returns an id usable with wait_state(after_seq=...) (None when it could not send);
-    estop() returns whether the robot confirmed.
+    estop() returns True only when the robot confirmed it (callers retry until then or their deadline);
+    take_faults() returns the Fault messages received since the last call (never blocks; bounded).
     """
 
     def connect(self) -> Capabilities: ...
@@ -65,6 +78,8 @@ class Robot(Protocol):
     def send_command(self, targets: np.ndarray, valid: bool = True) -> Optional[int]: ...
 
     def estop(self, engage: bool = True) -> bool: ...
+
+    def take_faults(self) -> list[Fault]: ...
 
     def close(self) -> None: ...
 

@@ -1,9 +1,15 @@
 """Host side of the serial protocol over pyserial.
 
-One background thread owns reading: it decodes frames, keeps the latest State, notices a silent or
-vanished device and reconnects (reopen the port path, redo the handshake). Writes come from any
-thread. The link never sends heartbeats on its own: a stalled control loop must let the device
-watchdog trip, so feeding it is the caller's job (send_command or send_heartbeat every tick).
+Two layers. SerialTransport owns the port: opened exclusively (a second opener is refused), framed
+writes from any thread, reads. SerialLink is the session and protocol handler: one background thread
+reads through the transport, decodes frames, keeps the latest State, and drives an explicit session
+state (SessionState) through handshakes, silence, device resets, a vanished port and refusals.
+The link never sends heartbeats on its own: a stalled control loop must let the device watchdog
+trip, so feeding it is the caller's job (send_command or send_heartbeat every tick).
+
+Each SerialLink has a random 64-bit session token: the device belongs to it until close() (Goodbye)
+or until it has been silent for max(1 s, 2 x watchdog); another host's Hello is refused meanwhile,
+unless it was created with takeover=True (an operator decision, used for the first handshake only).
 
     link = SerialLink("/dev/ttyACM0", state_timeout_s=0.5)
     caps = link.connect()
@@ -13,18 +19,21 @@ watchdog trip, so feeding it is the caller's job (send_command or send_heartbeat
 """
 from __future__ import annotations
 
+import enum
 import math
 import random
+import secrets
 import threading
 import time
+from collections import deque
 from typing import Callable, Optional
 
 import numpy as np
 import serial
 
 from .protocol import (PROTOCOL_VERSION, Ack, AckResult, Capabilities, CapabilityFlags, DeviceStatus, EStop,
-                       Fault, FaultCode, Frame, FrameDecoder, Heartbeat, Hello, JointCommand, Message, Reset,
-                       State, StatusRequest, encode_frame)
+                       Fault, FaultCode, Frame, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Message, Reset,
+                       State, StatusFlags, StatusRequest, encode_frame)
 from .robot import HandshakeError, LinkError, LinkStats, LinkTimeout
 
 Listener = Callable[[Message], None]
@@ -46,6 +55,90 @@ def validate_capabilities(caps: Capabilities) -> None:
                       f"with lower < upper")
         if not (math.isfinite(vmax) and vmax >= 0):
             raise bad(f"joint {i} max velocity {vmax} is not a finite number >= 0")
+        step = float(caps.max_step[i])
+        if not (math.isfinite(step) and step >= 0):
+            raise bad(f"joint {i} max step {step} is not a finite number >= 0")
+
+
+# Commands the device refused, by the Fault code it named (LinkStats.refused).
+REFUSAL_CODES = (FaultCode.ESTOP, FaultCode.BAD_COMMAND, FaultCode.IMPLAUSIBLE)
+_COUNTED_FLAGS = (StatusFlags.ESTOP, StatusFlags.WATCHDOG_HOLD, StatusFlags.FAULT, StatusFlags.LIMIT)
+
+
+class SessionState(enum.Enum):
+    """Where a SerialLink's session stands (LinkStats.session_state is its name)."""
+    DISCONNECTED = "disconnected"  # no port open (before connect, or the device vanished: reopening)
+    HANDSHAKING = "handshaking"    # connect(): Hello sent, waiting for Capabilities
+    ACTIVE = "active"              # in a session; States flowing (or not yet overdue)
+    SILENT = "silent"              # in a session but no State for state_timeout_s: re-handshaking
+    NEED_HANDSHAKE = "need_handshake"  # the device lost our session (reset) or the port was reopened
+    REFUSED = "refused"            # a re-handshake was refused: another host owns the device now
+    CLOSED = "closed"              # close() was called
+
+
+class SerialTransport:
+    """The port: opened exclusively, framed writes under a lock, reads. Errors are pyserial's/OSError."""
+
+    def __init__(self, port: str, baudrate: int, read_timeout_s: float, write_timeout_s: float) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.read_timeout_s = read_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self._serial: Optional[serial.SerialBase] = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None
+
+    def open(self) -> None:
+        # exclusive=True: flock the device, so a second SerialLink (another run) cannot share it.
+        ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=self.read_timeout_s,
+                                    write_timeout=self.write_timeout_s, exclusive=True)
+        with self._lock:
+            self._serial = ser
+
+    def close(self) -> None:
+        with self._lock:
+            ser, self._serial = self._serial, None
+        if ser is not None:
+            try:
+                ser.close()
+            except Exception:  # closing a vanished device may fail; it is gone either way
+                pass
+
+    def cancel_read(self) -> None:
+        ser = self._serial
+        if ser is not None:
+            try:
+                ser.cancel_read()
+            except Exception:  # best effort; the read timeout ends a read anyway
+                pass
+
+    def write_frame(self, build: Callable[[], bytes]) -> bool:
+        """Build and write one frame atomically (build() runs under the lock, so sequence numbers go out
+        in order). False when the port is closed or the write failed."""
+        with self._lock:
+            ser = self._serial
+            if ser is None:
+                return False
+            try:
+                ser.write(build())
+            except (serial.SerialException, OSError):
+                return False  # the reader notices a vanished port on its next read
+            return True
+
+    def read(self) -> bytes:
+        """What is there, waiting up to the read timeout. Raises SerialException when the port is closed."""
+        ser = self._serial
+        if ser is None:
+            raise serial.SerialException("port closed")
+        return ser.read(max(1, ser.in_waiting))
+
+
+def _busy_message(port: str, text: str) -> str:
+    return (f"device on {port} is in use by another host's session (device said SESSION_BUSY: {text}); "
+            f"pass --takeover to end that session")
 
 
 def _seq_reached(ack: int, target: int) -> bool:
@@ -56,10 +149,15 @@ def _seq_reached(ack: int, target: int) -> bool:
 class SerialLink:
     """A thread-safe link to a microcontroller speaking docs/protocol.md. Satisfies robot.Robot."""
 
+    FAULT_QUEUE = 256  # take_faults() keeps at most this many; older ones are dropped and counted
+
     def __init__(self, port: str, baudrate: int = 1_000_000, *, state_timeout_s: float = 0.5,
                  handshake_timeout_s: float = 0.5, handshake_retries: int = 3, auto_reconnect: bool = True,
-                 reconnect_interval_s: float = 0.2, write_timeout_s: float = 0.2, read_timeout_s: float = 0.02):
+                 reconnect_interval_s: float = 0.2, write_timeout_s: float = 0.2, read_timeout_s: float = 0.02,
+                 takeover: bool = False):
         self.port = port
+        self.takeover = takeover
+        self.session_token = secrets.randbits(64) or 1  # 0 is reserved-looking; any other value will do
         self.baudrate = baudrate
         self.state_timeout_s = state_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
@@ -71,8 +169,7 @@ class SerialLink:
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._write_lock = threading.Lock()
-        self._serial: Optional[serial.SerialBase] = None
+        self._transport = SerialTransport(port, baudrate, read_timeout_s, write_timeout_s)
         self._decoder = FrameDecoder()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -83,13 +180,13 @@ class SerialLink:
         self._stats = LinkStats()
         self._caps: Optional[Capabilities] = None
         self._session = 0                 # increments on every successful handshake
-        self._session_active = False
-        self._need_handshake = False
+        self._state = SessionState.DISCONNECTED
         self._lost = False                # lost since the last healthy State (for reconnect counting)
-        self._silent = False
         self._pending_nonce: Optional[int] = None
         self._caps_reply: Optional[Capabilities] = None
         self._caps_error: Optional[str] = None
+        self._busy_text: Optional[str] = None  # SESSION_BUSY seen while our Hello was outstanding
+        self._faults: deque[Fault] = deque()
         self._rx_expected: Optional[int] = None
         self._latest: Optional[State] = None
         self._acks: dict[int, Ack] = {}
@@ -109,9 +206,14 @@ class SerialLink:
         try:
             self._open_port()
         except (serial.SerialException, OSError, ValueError) as exc:
+            if "exclusively lock" in str(exc):
+                raise HandshakeError(f"cannot open {self.port}: another process has it open (ports are opened "
+                                     f"exclusively; stop the other run first)") from None
             raise HandshakeError(f"cannot open {self.port}: {exc}") from None
+        with self._lock:
+            self._state = SessionState.HANDSHAKING
         try:
-            caps = self._handshake(self.handshake_retries)
+            caps = self._handshake(self.handshake_retries, takeover=self.takeover)
         except (serial.SerialException, OSError) as exc:
             self._close_port()
             raise HandshakeError(f"{self.port} failed during handshake: {exc}") from None
@@ -125,6 +227,19 @@ class SerialLink:
     @property
     def capabilities(self) -> Optional[Capabilities]:
         return self._caps
+
+    @property
+    def session_state(self) -> SessionState:
+        with self._lock:
+            return self._state
+
+    def take_faults(self) -> list[Fault]:
+        """Fault messages received since the last call, oldest first. Never blocks. At most FAULT_QUEUE are
+        kept between calls; older ones are dropped and counted in stats.faults_dropped."""
+        with self._lock:
+            out = list(self._faults)
+            self._faults.clear()
+            return out
 
     def latest_state(self) -> Optional[State]:
         """The newest State (with .seq and .rx_time set), or None before the first one. Never blocks."""
@@ -171,11 +286,32 @@ class SerialLink:
         return self._send(Heartbeat())
 
     def estop(self, engage: bool = True, timeout: float = 0.5, retries: int = 3) -> bool:
-        """Engage (or release) the device e-stop. Returns True once the device acknowledged it."""
+        """Engage (or release) the device e-stop. True only when the device confirmed: an Ack OK for one
+        of our EStop frames or, when engaging, a State with ESTOP set received after we sent it.
+        False otherwise (port down, no answer): the caller retries until its deadline and says so."""
         for _ in range(max(1, retries)):
+            with self._lock:
+                states_before = self._stats.states
             seq = self._send(EStop(engage))
-            if seq is not None and self._wait_ack(seq, timeout) is not None:
-                return True
+            if seq is None:
+                time.sleep(min(timeout, 0.05))  # the port is down: don't spin
+                continue
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while True:
+                    ack = self._acks.pop(seq, None)
+                    if ack is not None and ack.acked_type == int(EStop.TYPE):
+                        if ack.result == AckResult.OK:
+                            return True
+                        break
+                    st = self._latest
+                    if engage and st is not None and self._stats.states > states_before \
+                            and st.has(StatusFlags.ESTOP):
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
         return False
 
     def reset_plant(self, seed: int, initial_state: Optional[np.ndarray] = None, timeout: float = 1.0,
@@ -226,7 +362,7 @@ class SerialLink:
     def healthy(self) -> bool:
         """Connected, in a session, and the latest State is younger than state_timeout_s."""
         with self._lock:
-            if self._serial is None or not self._session_active or self._need_handshake or self._latest is None:
+            if not self._transport.is_open or self._state is not SessionState.ACTIVE or self._latest is None:
                 return False
             return time.monotonic() - self._latest.rx_time <= self.state_timeout_s
 
@@ -238,22 +374,29 @@ class SerialLink:
             snap.corrupt = dict(self._decoder.errors)
             snap.frames_ok = self._decoder.frames_ok
             snap.fault_codes = dict(s.fault_codes)
+            snap.refused = dict(s.refused)
+            snap.state_flags = dict(s.state_flags)
+            snap.session_state = self._state.value
             snap.last_state_age_s = None if self._latest is None else time.monotonic() - self._latest.rx_time
             return snap
 
     def close(self) -> None:
-        """Stop the reader thread and close the port. Idempotent."""
+        """End the session (Goodbye, so the next host need not wait), stop the reader thread, close the
+        port. Idempotent. The device holds position; its e-stop latch, if engaged, stays engaged."""
+        if self._closed:
+            return
+        with self._lock:
+            in_session = self._state in (SessionState.ACTIVE, SessionState.SILENT)
+        if in_session:
+            self._send(Goodbye(self.session_token))
         self._closed = True
         self._stop.set()
-        ser = self._serial
-        if ser is not None:
-            try:
-                ser.cancel_read()
-            except Exception:  # cancel_read is best effort; the read timeout ends the thread anyway
-                pass
+        self._transport.cancel_read()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         self._close_port()
+        with self._lock:
+            self._state = SessionState.CLOSED
 
     def __enter__(self) -> "SerialLink":
         self.connect()
@@ -264,43 +407,31 @@ class SerialLink:
 
     # ----------------------------------------------------------------- port and writes
     def _open_port(self) -> None:
-        ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=self.read_timeout_s,
-                                    write_timeout=self.write_timeout_s)
-        with self._write_lock:
-            self._serial = ser
+        self._transport.open()
         self._decoder.reset()
 
     def _close_port(self) -> None:
-        with self._write_lock:
-            ser, self._serial = self._serial, None
-        if ser is not None:
-            try:
-                ser.close()
-            except Exception:  # closing a vanished device may fail; it is gone either way
-                pass
+        self._transport.close()
         with self._lock:
-            self._session_active = False
+            if self._state is not SessionState.CLOSED:
+                self._state = SessionState.DISCONNECTED
 
     def _send(self, message: Message) -> Optional[int]:
-        with self._write_lock:
-            ser = self._serial
-            if ser is None:
-                with self._lock:
-                    self._stats.tx_errors += 1
-                return None
+        sent: list[int] = []
+
+        def build() -> bytes:  # runs under the transport's lock: seqs leave in order
             seq = self._tx_seq
             self._tx_seq = (seq + 1) & 0xFFFF
-            frame = encode_frame(message, seq)
-            try:
-                ser.write(frame)
-            except (serial.SerialException, OSError):
-                # The reader thread notices a vanished port on its next read and reconnects.
-                with self._lock:
-                    self._stats.tx_errors += 1
-                return None
+            sent.append(seq)
+            return encode_frame(message, seq)
+
+        ok = self._transport.write_frame(build)
         with self._lock:
-            self._stats.tx_frames += 1
-        return seq
+            if ok:
+                self._stats.tx_frames += 1
+            else:
+                self._stats.tx_errors += 1
+        return sent[0] if ok else None
 
     def _wait_ack(self, seq: int, timeout: float) -> Optional[Ack]:
         deadline = time.monotonic() + timeout
@@ -315,10 +446,7 @@ class SerialLink:
     # ----------------------------------------------------------------- reading
     def _pump_once(self) -> None:
         """Read what is there (waiting up to the read timeout) and handle every decoded frame."""
-        ser = self._serial
-        if ser is None:
-            raise serial.SerialException("port closed")
-        data = ser.read(max(1, ser.in_waiting))
+        data = self._transport.read()
         if not data:
             return
         now = time.monotonic()
@@ -329,7 +457,8 @@ class SerialLink:
     def _handle(self, frame: Frame, now: float) -> None:
         msg = frame.message
         with self._cond:
-            if self._session_active and self._rx_expected is not None:
+            in_session = self._state in (SessionState.ACTIVE, SessionState.SILENT)
+            if in_session and self._rx_expected is not None:
                 gap = (frame.seq - self._rx_expected) & 0xFFFF
                 if 0 < gap < 0x8000:
                     self._stats.seq_gaps += gap
@@ -342,24 +471,20 @@ class SerialLink:
                            seq=frame.seq, rx_time=now)
                 self._latest = st
                 self._stats.states += 1
-                self._silent = False
-                if self._lost and self._session_active and not self._need_handshake:
+                if st.flags:
+                    for flag in _COUNTED_FLAGS:
+                        if st.flags & flag:
+                            self._stats.state_flags[flag.name] = self._stats.state_flags.get(flag.name, 0) + 1
+                if self._state is SessionState.SILENT:
+                    self._state = SessionState.ACTIVE  # States flow again
+                if self._lost and self._state is SessionState.ACTIVE:
                     self._lost = False
                     self._stats.reconnects += 1
                 msg = st
             elif isinstance(msg, Capabilities):
                 self._on_capabilities(msg, frame.seq, now)
             elif isinstance(msg, Fault):
-                self._stats.faults += 1
-                name = msg.code.name if isinstance(msg.code, FaultCode) else str(int(msg.code))
-                self._stats.fault_codes[name] = self._stats.fault_codes.get(name, 0) + 1
-                self._stats.last_fault = msg
-                if msg.code == FaultCode.NO_SESSION and self._session_active:
-                    # The device rebooted (or never saw our Hello): a new handshake is needed.
-                    self._stats.device_resets += 1
-                    self._session_active = False
-                    self._need_handshake = True
-                    self._lost = True
+                self._on_fault(msg, in_session)
             elif isinstance(msg, Ack):
                 self._acks[msg.acked_seq] = msg
                 if len(self._acks) > 64:  # unclaimed acks must not pile up
@@ -371,6 +496,28 @@ class SerialLink:
             listeners = list(self._listeners)
         for fn in listeners:
             fn(msg)
+
+    def _on_fault(self, msg: Fault, in_session: bool) -> None:
+        # Called with _lock held.
+        self._stats.faults += 1
+        name = msg.code.name if isinstance(msg.code, FaultCode) else str(int(msg.code))
+        self._stats.fault_codes[name] = self._stats.fault_codes.get(name, 0) + 1
+        self._stats.last_fault = msg
+        if msg.code in REFUSAL_CODES:
+            self._stats.refused[name] = self._stats.refused.get(name, 0) + 1
+        if len(self._faults) >= self.FAULT_QUEUE:
+            self._faults.popleft()
+            self._stats.faults_dropped += 1
+        self._faults.append(msg)
+        if msg.code == FaultCode.SESSION_BUSY and self._pending_nonce is not None:
+            # Maybe our Hello (or another host's, on a shared wire): decided when the attempt times out
+            # without our Capabilities.
+            self._busy_text = msg.text
+        if msg.code == FaultCode.NO_SESSION and in_session:
+            # The device rebooted (or never saw our Hello): a new handshake is needed.
+            self._stats.device_resets += 1
+            self._state = SessionState.NEED_HANDSHAKE
+            self._lost = True
 
     def _on_capabilities(self, caps: Capabilities, seq: int, now: float) -> None:
         # Called with _lock held. Only the reply to our outstanding Hello counts.
@@ -390,14 +537,12 @@ class SerialLink:
         self._pending_nonce = None
         self._caps = caps
         self._session += 1
-        self._session_active = True
-        self._need_handshake = False
-        self._silent = False  # the silence timer restarts at the new session
+        self._state = SessionState.ACTIVE  # the silence timer restarts at the new session
         self._rx_expected = (seq + 1) & 0xFFFF
         self._session_start = now
         self._stats.handshakes += 1
 
-    def _handshake(self, tries: int) -> Capabilities:
+    def _handshake(self, tries: int, takeover: bool = False) -> Capabilities:
         """Hello -> Capabilities on the calling thread, which must be the only reader."""
         errors_before = dict(self._decoder.errors)
         got_bytes = False
@@ -405,7 +550,8 @@ class SerialLink:
             nonce = self._rng.getrandbits(32)
             with self._lock:
                 self._pending_nonce, self._caps_reply, self._caps_error = nonce, None, None
-            if self._send(Hello(PROTOCOL_VERSION, nonce)) is None:
+                self._busy_text = None
+            if self._send(Hello(PROTOCOL_VERSION, nonce, self.session_token, takeover)) is None:
                 raise serial.SerialException("port closed")
             deadline = time.monotonic() + self.handshake_timeout_s
             while time.monotonic() < deadline and not self._stop.is_set():
@@ -418,6 +564,11 @@ class SerialLink:
                         raise HandshakeError(f"{self._caps_error} (port {self.port})")
                     if self._caps_reply is not None:
                         return self._caps_reply
+            with self._lock:
+                if self._busy_text is not None:  # refused, and no Capabilities for us: not worth retrying
+                    self._pending_nonce = None
+                    self._stats.sessions_refused += 1
+                    raise HandshakeError(_busy_message(self.port, self._busy_text))
         with self._lock:
             self._pending_nonce = None
         dropped = {k: v - errors_before.get(k, 0) for k, v in self._decoder.errors.items()
@@ -438,7 +589,7 @@ class SerialLink:
         next_try = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if self._serial is None:
+            if not self._transport.is_open:
                 if not self.auto_reconnect:
                     self._stop.wait(self.reconnect_interval_s)
                     continue
@@ -452,18 +603,21 @@ class SerialLink:
                     continue
                 with self._lock:
                     self._stats.port_reopens += 1
-                    self._need_handshake = True
+                    self._state = SessionState.NEED_HANDSHAKE
                 continue
             try:
                 with self._lock:
                     self._check_silence(now)
-                    want_handshake = self._need_handshake or self._silent
+                    want_handshake = self._state in (SessionState.SILENT, SessionState.NEED_HANDSHAKE,
+                                                     SessionState.REFUSED)
                 if want_handshake and self.auto_reconnect and now >= next_try:
                     next_try = now + self.reconnect_interval_s
                     try:
-                        self._handshake(1)
-                    except HandshakeError:
-                        pass  # keep trying every reconnect_interval_s
+                        self._handshake(1)  # never a takeover: losing the device to another host is final
+                    except HandshakeError as exc:
+                        with self._lock:
+                            if "SESSION_BUSY" in str(exc) and self._state is not SessionState.REFUSED:
+                                self._state = SessionState.REFUSED
                     continue
                 self._pump_once()
             except (serial.SerialException, OSError, TypeError, AttributeError):
@@ -474,17 +628,16 @@ class SerialLink:
                 with self._lock:
                     self._stats.vanished_events += 1
                     self._lost = True
-                    self._need_handshake = True
                     self._cond.notify_all()
                 next_try = time.monotonic() + self.reconnect_interval_s
 
     def _check_silence(self, now: float) -> None:
         # Called with _lock held.
-        if not self._session_active or self._silent:
+        if self._state is not SessionState.ACTIVE:
             return
         last = self._latest.rx_time if self._latest is not None else self._session_start
         last = max(last, self._session_start)
         if now - last > self.state_timeout_s:
-            self._silent = True
+            self._state = SessionState.SILENT
             self._lost = True
             self._stats.silent_events += 1
