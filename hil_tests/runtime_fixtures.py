@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def build_tiny_package(out_dir: Path, seed: int = 0) -> Path:
     """A randomly initialised tiny Push-T state policy (down_dims 8/16), exported as an fp32 package.
 
-    The last layer is scaled down so that actions stay well inside the action range: the runtime's
-    position clip then never changes a command, and lock-step commands can be compared bit for bit
-    with an in-process rollout (which does not clip).
+    The last layer is scaled down so that actions stay near the middle of the action range (within
+    about 15 px): the runtime's position clip and step limit (the emulator declares 200 px per
+    command) then never change a command, and lock-step commands can be compared bit for bit with
+    an in-process rollout (which neither clips nor limits steps). The first command of an episode
+    still jumps from the plant's random start to the middle: under 200 px for the seeds the tests use.
     """
     import torch
 
@@ -35,7 +37,7 @@ def build_tiny_package(out_dir: Path, seed: int = 0) -> Path:
     net = build_network(spec, state_stats, action_stats)
     with torch.no_grad():
         last = net.unet.final[-1]
-        last.weight.mul_(0.5)
+        last.weight.mul_(0.05)
         last.bias.zero_()
     state = checkpoint_state(net, state_stats, action_stats, task="pusht-state", action_horizon=8)
     return export_package(state, out_dir, calibration="random", progress=False, candidates=4)

@@ -2,10 +2,11 @@
 
     imle-run PACKAGE --robot serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST
              [--episodes N] [--seed S] [--precision int8|fp32] [--candidates N] [--threads T]
-             [--max-steps 300] [--out DIR] [--save-media]
+             [--max-steps 300] [--out DIR] [--save-media] [--robot-config FILE]
+             [--on-device-fault stop|hold] [--release-estop] [--takeover]
 
-Ctrl-C engages the robot's e-stop, then prints the summary and exits (status 130). Mistakes (no
-package, bad --robot, missing port, failed handshake) are reported on one line (status 2).
+Ctrl-C / SIGTERM engage the robot's e-stop (retried until the device confirms it), then print the
+summary and exit. Mistakes are reported on one line. The exit status says how the run went (EPILOG).
 """
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ from typing import Any, Optional
 
 PROG = "imle-run"
 
+EPILOG = """exit status:
+  0    clean: every episode ran and the device reported nothing
+  2    a mistake: command line, package, robot config, connection (one line on stderr)
+  3    the run completed, but the device reported faults or refused commands, States were
+       bad, or the link dropped (counts in the summary table and summary.json)
+  4    the run stopped early: device e-stop, device fault (--on-device-fault stop), too many
+       bad States in a row, link lost, an error inside the run; the device was e-stopped
+  5    an e-stop was needed and the device did NOT confirm it: make the robot safe by hand
+  130  interrupted (Ctrl-C / SIGTERM), e-stop confirmed by the device
+
+Ctrl-C engages the e-stop and ends the run with the summary. A device whose e-stop is engaged
+is not driven unless --release-estop is given (the release must be confirmed by the device).
+Limits: the position box is the intersection of the device's limits, --robot-config and the
+package's action range (a package can narrow it, never widen it); a per-command step limit
+always applies (robot config, device max_velocity * period or max_step; else 10% of the joint
+range). The limits used are printed and written to summary.json."""
+
 
 class UserError(Exception):
     """Reported as one line, no traceback."""
@@ -27,7 +45,7 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Run an exported IMLE policy package on a robot.",
-                                epilog="Ctrl-C engages the e-stop and ends the run with the summary.")
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package", help="model package directory (manifest.json + ONNX files)")
     p.add_argument("--robot", required=True, metavar="SPEC",
                    help="serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST")
@@ -57,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--spin-ms", type=float, default=0.5, help="busy-wait this long before each deadline")
     t.add_argument("--lead", type=int, default=None, help="request plans this many ticks before their "
                    "handover (default: from measured latency)")
+    s = p.add_argument_group("safety")
+    s.add_argument("--robot-config", metavar="FILE", default=None,
+                   help="the operator's robot configuration (TOML): per-joint lower/upper/max_velocity/max_step "
+                        "by joint name, and [loop] state_margin, max_bad_states, on_device_fault")
+    s.add_argument("--on-device-fault", choices=("stop", "hold"), default=None,
+                   help="when the device refuses a command or reports a fault: stop the run (e-stop) or hold "
+                        "and go on (default: the robot config's, else stop)")
+    s.add_argument("--release-estop", action="store_true",
+                   help="the device's e-stop is engaged from before: release it (confirmed) and run")
+    s.add_argument("--takeover", action="store_true",
+                   help="take the device over from another host's session that is still alive")
     p.add_argument("--camera", choices=("picamera", "standin"), default=None,
                    help="camera for image policies (standin: synthetic frames)")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
@@ -125,14 +154,66 @@ def _load_policy(args: argparse.Namespace) -> Any:
         raise UserError(f"package not found: {pkg}")
     if not (pkg / "manifest.json").exists():
         raise UserError(f"{pkg} is not a model package (no manifest.json)")
-    from runtime.package import PackageError
     from runtime.policy import Policy
     try:
         return Policy(pkg, precision=args.precision, candidates=args.candidates, threads=args.threads, seed=args.seed,
                       temporal_consistency=False if args.no_temporal_consistency else None,
                       tc_reset_after=args.tc_reset_after, device=args.device)
-    except (PackageError, ValueError) as exc:
-        raise UserError(f"cannot load {pkg}: {exc}") from None
+    except Exception as exc:  # PackageError, ValueError, onnxruntime, MemoryError...: one line, never a traceback
+        raise UserError(f"cannot load {pkg}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:300]
+
+
+def _check_period_arg(value: Optional[float]) -> None:
+    if value is None:
+        return
+    from runtime.safety import SafetyConfigError, check_period
+    try:
+        check_period(value, "--period")
+    except SafetyConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _check_out_dir(out: Optional[str]) -> None:
+    """--out must be writable before a robot is driven: the outputs are the run's record."""
+    if not out:
+        return
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".imle-run-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _load_robot_config(path: Optional[str]) -> Any:
+    if path is None:
+        return None
+    from runtime.robot_config import RobotConfigError, load_robot_config
+    try:
+        return load_robot_config(path)
+    except RobotConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _estop_now(robot: Any, confirm_s: float = 2.0) -> bool:
+    """Outside the loop (Ctrl-C before it took over): engage the e-stop, retried until confirmed."""
+    deadline = time.monotonic() + confirm_s
+    while True:
+        try:
+            if robot.estop(True):
+                return True
+        except Exception:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: bool) -> list[str]:
@@ -172,27 +253,42 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _fail("--save-media needs --out DIR")
     handle = None
     loop = None
-    interrupted = False
+    code = 0
     try:
         stall_step, stall_s = _parse_stall(args.inject_stall)
-        from runtime.robots import RobotSpecError, check_spec
+        _check_period_arg(args.period)
+        from runtime.robots import RobotSpecError, check_spec, parse_spec
         try:
             check_spec(args.robot)  # a typo in --robot is reported before the package is loaded
         except RobotSpecError as exc:
             raise UserError(str(exc)) from None
+        if args.takeover and parse_spec(args.robot)[0] == "franka":
+            raise UserError("--takeover applies to serial devices (serial:PORT, emulator), not franka:HOST")
+        robot_config = _load_robot_config(args.robot_config)
+        _check_out_dir(args.out)
         policy = _load_policy(args)
-        period = float(args.period or policy.manifest.control.period_s)
+        from runtime.safety import SafetyConfigError, check_period
+        try:
+            period = check_period(args.period if args.period is not None else policy.manifest.control.period_s,
+                                  "--period" if args.period is not None else "the package's control.period_s")
+        except SafetyConfigError as exc:
+            raise UserError(str(exc)) from None
         from firmware_bridge.robot import LinkError
         from runtime.robots import make_robot
+        link_options = {"takeover": True} if args.takeover else None
         try:
-            handle = make_robot(args.robot, emulator_options={"state_hz": max(50.0, 1.0 / period)})
+            handle = make_robot(args.robot, emulator_options={"state_hz": max(50.0, 1.0 / period)},
+                                link_options=link_options)
         except (RobotSpecError, LinkError) as exc:
             raise UserError(str(exc)) from None
+        except TypeError as exc:  # a link without the takeover option
+            raise UserError(f"--takeover is not supported by this robot link ({_one_line(exc)})") from None
 
         from runtime.loop import ControlLoop, FaultInjection, LoopConfig, LoopError
         config = LoopConfig(episodes=args.episodes, base_seed=args.seed, max_steps=args.max_steps, period_s=period,
                             lockstep=handle.lockstep, lead_ticks=args.lead, spin_s=args.spin_ms / 1e3,
-                            realtime_priority=args.rt_priority,
+                            realtime_priority=args.rt_priority, robot_config=robot_config,
+                            on_device_fault=args.on_device_fault, release_estop=args.release_estop,
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
                                                   nan_plan=args.inject_nan_plan))
         camera = None
@@ -208,6 +304,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera)
         except (LoopError, ValueError) as exc:
             raise UserError(str(exc)) from None
+        for note in loop.stats.limits.get("notes", []):
+            print(f"{PROG}: note: {note}", file=sys.stderr)
 
         signal.signal(signal.SIGINT, lambda signum, frame: loop.request_estop())
         signal.signal(signal.SIGTERM, lambda signum, frame: loop.request_estop())
@@ -216,13 +314,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if status:
             status.start()
         try:
-            stats = loop.run()
+            stats = loop.run()  # never raises for what happens inside the run
         finally:
             if status:
                 status.stop()
             if camera is not None:
                 camera.close()
-        interrupted = stats.interrupted
 
         from runtime.stats import summary_table
         summary = stats.summary()
@@ -231,28 +328,50 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "temporal_consistency": policy.temporal_consistency,
                         "tc_reset_after": policy.tc_reset_after, "device": args.device,
                         "seed": args.seed, "firmware": handle.capabilities.firmware_version})
+        code = stats.exit_code()
         print(summary_table(summary))
-        if stats.counters.estops:
-            print("e-stop engaged: the robot is holding; release it on the device before the next run")
+        if stats.stop_reason:
+            print(f"{PROG}: stopped: {stats.stop_reason}", file=sys.stderr)
+        if code == 5:
+            print(f"{PROG}: E-STOP NOT CONFIRMED by the device: make the robot safe by hand", file=sys.stderr)
+        if stats.interrupted:
+            print(f"{PROG}: interrupted", file=sys.stderr)
         if args.out:
-            written = _write_outputs(Path(args.out), stats, summary, loop, args.save_media)
-            print(f"wrote {', '.join(written)} to {args.out}")
-    except UserError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signal
-        interrupted = True
-        if handle is not None:
             try:
-                handle.robot.estop(True)
-            except Exception:
-                pass
-        print(f"{PROG}: interrupted", file=sys.stderr)
+                written = _write_outputs(Path(args.out), stats, summary, loop, args.save_media)
+                print(f"wrote {', '.join(written)} to {args.out}")
+            except OSError as exc:
+                print(f"{PROG}: error: cannot write the outputs to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+                code = code or 2
+    except UserError as exc:
+        code = _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signal
+        code = 130
+        if handle is not None:
+            if _estop_now(handle.robot):
+                print(f"{PROG}: interrupted; e-stop engaged (confirmed by the device)", file=sys.stderr)
+            else:
+                code = 5
+                print(f"{PROG}: interrupted; E-STOP NOT CONFIRMED by the device: make the robot safe by hand",
+                      file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+    except Exception as exc:  # a bug outside the run: one line, and the robot is e-stopped
+        code = 4
+        msg = f"{PROG}: error: internal error: {type(exc).__name__}: {_one_line(exc)}"
+        if handle is not None and not _estop_now(handle.robot):
+            code = 5
+            msg += "; E-STOP NOT CONFIRMED by the device"
+        print(msg, file=sys.stderr)
     finally:
         if loop is not None:
             loop.close()
         if handle is not None:
-            handle.close()
-    return 130 if interrupted else 0
+            try:
+                handle.close()
+            except Exception as exc:
+                print(f"{PROG}: closing the robot link failed: {_one_line(exc)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ class RunStats:
             "error": self.error,
             "estop": self.estop,
             "limits": self.limits,
-            "device": self.device,
+            "device_reports": self.device,
             "states": self.states,
             "exit_code": self.exit_code(),
             "outcome": OUTCOMES[self.exit_code()],
@@ -231,7 +231,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"link: losses {c['link_loss_events']} (held {c['link_hold_ticks']} ticks, recovered "
         f"{c['link_recoveries']}), corrupt frames {corrupt}, seq gaps {link.get('seq_gaps', 0)}, "
         f"reconnects {link.get('reconnects', 0)}, tx errors {link.get('tx_errors', 0)}")
-    dev = summary.get("device") or {}
+    dev = summary.get("device_reports") or {}
     faults = dev.get("faults") or {}
     flags = dev.get("flag_states") or {}
     lines.append(
