@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from bridge_vectors import VECTORS, build
-from firmware_bridge.protocol import (MAX_ENCODED, MAX_PAYLOAD, REASONS, Capabilities, EStop, Fault, FaultCode,
-                                      FrameDecoder, Hello, JointCommand, MsgType, ProtocolError, Reset, State,
-                                      cobs_decode, cobs_encode, crc16_ccitt_false, decode_frame, encode_frame,
-                                      encode_raw_frame)
+from firmware_bridge.protocol import (CRC16_V1, MAX_ENCODED, MAX_PAYLOAD, PROTOCOL_VERSION, REASONS, Capabilities,
+                                      EStop, Fault, FaultCode, FrameDecoder, Hello, JointCommand, MsgType,
+                                      ProtocolError, Reset, State, cobs_decode, cobs_encode, crc16_ccitt_false, crc32,
+                                      decode_frame, encode_frame, encode_raw_frame)
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -28,12 +28,25 @@ def crc16_reference(data: bytes) -> int:
     return crc
 
 
-def test_crc_check_value_and_reference() -> None:
-    assert crc16_ccitt_false(b"123456789") == 0x29B1  # the catalogue check value
-    assert crc16_ccitt_false(b"") == 0xFFFF
+def crc32_reference(data: bytes) -> int:
+    """Bit-by-bit CRC-32/ISO-HDLC (reflected 0xEDB88320, init and xorout 0xFFFFFFFF), from its definition."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def test_crc_check_values_and_references() -> None:
+    assert PROTOCOL_VERSION == 2
+    assert crc32(b"123456789") == 0xCBF43926          # the catalogue check value
+    assert crc32(b"") == 0
+    assert crc16_ccitt_false(b"123456789") == 0x29B1  # protocol v1's, kept for comparison
     rng = random.Random(1)
     for n in range(0, 300, 7):
         data = rng.randbytes(n)
+        assert crc32(data) == crc32_reference(data)
         assert crc16_ccitt_false(data) == crc16_reference(data)
 
 
@@ -74,10 +87,10 @@ def test_vector(name: str, expr: str, seq: int, wire: str) -> None:
     assert frame.seq == seq and frame.message == msg
     decoder = FrameDecoder()
     assert [f.message for f in decoder.feed(expected)] == [msg]
-    # The CRC is over header + payload, little-endian, as the spec says.
+    # The CRC-32 is over header + payload, little-endian, as the spec says.
     body = cobs_decode(expected[:-1])
-    assert struct.unpack("<H", body[-2:])[0] == crc16_reference(body[:-2])
-    assert body[0] == 1 and body[1] == int(type(msg).TYPE) and struct.unpack("<H", body[2:4])[0] == seq
+    assert struct.unpack("<I", body[-4:])[0] == crc32_reference(body[:-4])
+    assert body[0] == 2 and body[1] == int(type(msg).TYPE) and struct.unpack("<H", body[2:4])[0] == seq
 
 
 def test_spec_shows_the_same_vectors() -> None:
@@ -103,15 +116,15 @@ def test_every_message_type_round_trips() -> None:
     assert seen == set(MESSAGE_CLASSES.values())
 
 
-def _raw(msg_type: int, payload: bytes, seq: int = 1, version: int = 1) -> bytes:
+def _raw(msg_type: int, payload: bytes, seq: int = 1, version: int = PROTOCOL_VERSION) -> bytes:
     return encode_raw_frame(msg_type, seq, payload, version)
 
 
 BAD_FRAMES = {
     "cobs": b"\x09\x01\x02\x00",
     "crc": bytes([b ^ (0x10 if i == 6 else 0) for i, b in enumerate(encode_frame(Hello(nonce=9), 3))]),
-    "short": cobs_encode(b"\x01\x05\x00") + b"\x00",
-    "version": encode_frame(Hello(), 1, version=2),
+    "short": cobs_encode(b"\x02\x05\x00\x00\x01\x02\x03") + b"\x00",   # 7 bytes: header + CRC-32 is 8
+    "version": encode_frame(Hello(), 1, version=3),
     "type": _raw(0x7F, b""),
     "length": _raw(MsgType.STATE, State(1, [1.0, 2.0]).encode_payload()[:-1]),
     "payload": _raw(MsgType.JOINT_COMMAND, b"\x03\x00"),  # reserved flag bit set
@@ -136,6 +149,24 @@ def test_corrupt_frames_dropped_and_counted(reason: str) -> None:
 def test_bad_estop_payloads(payload: bytes, what: str) -> None:
     with pytest.raises(ProtocolError, match=what):
         decode_frame(_raw(MsgType.ESTOP, payload)[:-1])
+
+
+def test_a_v1_frame_is_dropped_and_named_version_1() -> None:
+    v1 = encode_frame(Hello(), 1, version=1, check=CRC16_V1)
+    decoder = FrameDecoder()
+    assert decoder.feed(v1) == [] and decoder.errors["version"] == 1 and decoder.last_bad_version == 1
+    # A v2 header under a CRC-16 is just a CRC failure.
+    assert FrameDecoder().feed(encode_frame(Hello(), 1, check=CRC16_V1)) == []
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (bytes(13), "length"), (bytes(15), "length"),            # Hello is 14 bytes in v2
+    (bytes(13) + b"\x02", "payload"),                        # reserved Hello flag bit
+])
+def test_bad_hello_payloads(payload: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame(_raw(MsgType.HELLO, payload)[:-1])
+    assert info.value.reason == reason
 
 
 def test_bad_utf8_and_unknown_fault_code() -> None:
@@ -164,11 +195,21 @@ def test_oversize_garbage_is_bounded_and_resyncs() -> None:
 def test_largest_frame_fits_and_one_more_byte_does_not() -> None:
     fits = Fault(FaultCode.INTERNAL, "x" * 255)
     assert len(fits.encode_payload()) < MAX_PAYLOAD
-    state = State(1, np.zeros(100, np.float32), np.zeros(23, np.float32))  # 14 + 4 * 123 = 506 bytes
-    assert len(state.encode_payload()) == MAX_PAYLOAD
+    assert MAX_PAYLOAD == 504                                                  # 512 - 4 header - 4 CRC-32
+    state = State(1, np.zeros(100, np.float32), np.zeros(22, np.float32))  # 14 + 4 * 122 = 502 bytes
     assert decode_frame(encode_frame(state, 1)[:-1]).message == state
+    edge = JointCommand(np.zeros(125, np.float32))                          # 2 + 4 * 125 = 502 bytes
+    fault = Fault(FaultCode.INTERNAL, "x" * 255)
+    assert decode_frame(encode_frame(edge, 1)[:-1]).message == edge
+    assert decode_frame(encode_frame(fault, 1)[:-1]).message == fault
+    # Exactly 504 payload bytes: 14 fixed + (1 + 149) firmware string + 20 joints x 17 bytes.
+    biggest = Capabilities("f" * 149, ("",) * 20, np.zeros(20), np.ones(20), np.zeros(20))
+    assert len(biggest.encode_payload()) == MAX_PAYLOAD
+    assert decode_frame(encode_frame(biggest, 1)[:-1]).message == biggest
     with pytest.raises(ProtocolError, match="encode"):
-        encode_frame(State(1, np.zeros(100, np.float32), np.zeros(24, np.float32)), 1)
+        encode_frame(Capabilities("f" * 150, ("",) * 20, np.zeros(20), np.ones(20), np.zeros(20)), 1)
+    with pytest.raises(ProtocolError, match="encode"):
+        encode_frame(State(1, np.zeros(100, np.float32), np.zeros(23, np.float32)), 1)  # 506 bytes
 
 
 @pytest.mark.parametrize("build_bad, match", [
