@@ -326,6 +326,19 @@ def _open_files(src: Path, names: list[str]) -> Iterator[tuple[str, BinaryIO, in
             yield n, fh, os.fstat(fh.fileno()).st_size
 
 
+class _TarMember:
+    """A member's stream whose read errors (a cut transfer) are one-line FlashErrors."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self._fh.read(n)
+        except (tarfile.TarError, EOFError) as exc:
+            raise FlashError(f"the package stream ended early ({exc}); was the transfer cut?") from None
+
+
 def _tar_files(stream: BinaryIO) -> Iterator[tuple[str, BinaryIO, int]]:
     """Members of a tar stream as (name, stream, size); anything but flat regular files is refused."""
     try:
@@ -335,7 +348,7 @@ def _tar_files(stream: BinaryIO) -> Iterator[tuple[str, BinaryIO, int]]:
                     raise FlashError(f"tar member {m.name[:80]!r} is not a regular file; refused")
                 if not _safe_name(m.name):
                     raise FlashError(f"tar member name {m.name[:80]!r} is not a plain file name; refused")
-                yield m.name, tf.extractfile(m), m.size
+                yield m.name, _TarMember(tf.extractfile(m)), m.size
     except tarfile.TarError as exc:
         raise FlashError(f"the package stream is not a valid tar ({exc}); was the transfer cut?") from None
 
