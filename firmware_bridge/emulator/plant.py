@@ -96,6 +96,17 @@ class PushTPlant:
         return self.env.dt  # 0.01 s
 
     def reset(self, seed: Optional[int], state: Optional[Sequence[float]] = None) -> None:
+        """Raises ValueError (the device refuses the Reset) for a state that is not a Push-T state:
+        wrong length, non-finite, or the pusher or block outside the workspace."""
+        if state is not None and len(state) > 0:
+            values = np.asarray(state, np.float64)
+            if len(values) != STATE_DIM:
+                raise ValueError(f"Push-T initial state needs {STATE_DIM} values, got {len(values)}")
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"Push-T initial state must be finite, got {values.tolist()}")
+            if np.any(values[:4] < LIMIT_LOW) or np.any(values[:4] > LIMIT_HIGH):
+                raise ValueError(f"Push-T initial state positions must be within [{LIMIT_LOW:g}, {LIMIT_HIGH:g}], "
+                                 f"got {values[:4].tolist()}")
         reset_pusht(self.env, seed, state)
         self._coverage = None
 

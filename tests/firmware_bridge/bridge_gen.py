@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 
-from firmware_bridge.protocol import (Ack, Capabilities, DEVICE_STATUS_FIELDS, DeviceStatus, EStop, Fault, Heartbeat,
-                                      Hello, JointCommand, Reset, State, StatusRequest, cobs_encode)
+from firmware_bridge.protocol import (Ack, Capabilities, DEVICE_STATUS_FIELDS, DeviceStatus, EStop, Fault, Goodbye,
+                                      Heartbeat, Hello, JointCommand, Reset, State, StatusRequest, cobs_encode)
 
 
 def _floats(rng: random.Random, n: int) -> np.ndarray:
@@ -21,15 +21,17 @@ def _text(rng: random.Random, max_len: int = 12) -> str:
 
 
 def random_message(rng: random.Random):
-    kind = rng.randrange(11)
+    kind = rng.randrange(12)
     if kind == 0:
-        return Hello(rng.randrange(256), rng.getrandbits(32))
+        return Hello(rng.randrange(256), rng.getrandbits(32), rng.getrandbits(64), rng.random() < 0.5)
     if kind == 1:
         n, k = rng.randrange(0, 8), rng.randrange(0, 6)
         return Capabilities(_text(rng, 20), tuple(_text(rng, 6) for _ in range(n)), _floats(rng, n),
                             _floats(rng, n), _floats(rng, n), tuple(_text(rng, 6) for _ in range(k)),
                             rng.randrange(65536), rng.getrandbits(32), rng.randrange(256), rng.getrandbits(32),
-                            rng.randrange(256))
+                            rng.randrange(256), _floats(rng, n))
+    if kind == 11:
+        return Goodbye(rng.getrandbits(64))
     if kind in (2, 3, 4):  # states dominate real traffic
         return State(rng.getrandbits(64), _floats(rng, rng.randrange(0, 10)), _floats(rng, rng.randrange(0, 8)),
                      rng.randrange(65536), rng.randrange(65536))
@@ -46,26 +48,25 @@ def random_message(rng: random.Random):
     return DeviceStatus(*(rng.getrandbits(32) for _ in DEVICE_STATUS_FIELDS))
 
 
-# Corruptions CRC-16/CCITT-FALSE detects with certainty, applied to the frame body before COBS
-# (header + payload + CRC): any 1-3 flipped bits (Hamming distance 4 at these lengths), any odd
-# number of flipped bits (the polynomial has the factor x + 1), any burst within 16 bits.
-GUARANTEED = ("flip1", "flip2", "flip3", "flip_odd", "burst16")
-# Corruptions of the encoded bytes: structure changes, random multi-byte noise. Detected by CRC,
-# COBS structure, version, type and length checks; CRC-16 alone would leave ~2^-16 undetected.
-ARBITRARY = ("subst", "insert", "delete", "truncate", "dup_chunk", "splice", "garbage", "zero_insert")
+# Corruptions CRC-32 detects with certainty, applied to the frame body before COBS (header + payload
+# + CRC): any 1-4 flipped bits (Hamming distance 5 up to 2974 bits; these bodies are < 300 bytes) and
+# any burst within 32 bits.
+GUARANTEED = ("flip1", "flip2", "flip3", "flip4", "burst32")
+# Corruptions of the encoded bytes: structure changes, random multi-byte noise, many flipped bits.
+# Detected by CRC, COBS structure, version, type and length checks; CRC-32 alone leaves ~2^-32.
+ARBITRARY = ("subst", "insert", "delete", "truncate", "dup_chunk", "splice", "garbage", "zero_insert", "flip_many")
 
 
 def mutate_body(rng: random.Random, body: bytes, kind: str) -> bytes:
     """Mutate the decoded frame body (guaranteed-detection classes); returns new COBS bytes."""
     out = bytearray(body)
     nbits = len(out) * 8
-    if kind in ("flip1", "flip2", "flip3", "flip_odd"):
-        count = {"flip1": 1, "flip2": 2, "flip3": 3}.get(kind) or rng.choice((5, 7, 9, 11, 13))
-        count = min(count if count % 2 or kind != "flip_odd" else count, nbits)
+    if kind in ("flip1", "flip2", "flip3", "flip4"):
+        count = min(int(kind[-1]), nbits)
         for bit in rng.sample(range(nbits), count):
             out[bit // 8] ^= 1 << (bit % 8)
-    elif kind == "burst16":
-        length = rng.randrange(2, 17)             # burst of `length` bits, first and last flipped
+    elif kind == "burst32":
+        length = rng.randrange(2, 33)             # burst of `length` bits, first and last flipped
         start = rng.randrange(0, nbits - length + 1)
         pattern = (1 | (1 << (length - 1))) | (rng.getrandbits(length) & ((1 << length) - 1))
         for i in range(length):
@@ -100,10 +101,20 @@ def mutate_encoded(rng: random.Random, enc: bytes, other: bytes, kind: str) -> b
             out.append(rng.randrange(1, 256))
     elif kind == "garbage":
         out = bytearray(rng.randbytes(rng.randrange(1, 80)))
+    elif kind == "flip_many":
+        body = bytearray(cobs_decode_safe(enc))
+        for bit in rng.sample(range(len(body) * 8), min(len(body) * 8, rng.randrange(5, 40))):
+            body[bit // 8] ^= 1 << (bit % 8)
+        out = bytearray(cobs_encode(bytes(body)))
     elif kind == "zero_insert":
         pos = rng.randrange(1, len(out))
         out[pos:pos] = b"\x00"
     return bytes(out)
+
+
+def cobs_decode_safe(enc: bytes) -> bytes:
+    from firmware_bridge.protocol import cobs_decode
+    return cobs_decode(enc)
 
 
 def split_chunks(rng: random.Random, data: bytes) -> list[bytes]:
