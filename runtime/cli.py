@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Host-side fault injection for the hardware-in-the-loop tests (hidden from --help).
     p.add_argument("--inject-stall", default=None, help=argparse.SUPPRESS)   # STEP:SECONDS (episode 0)
     p.add_argument("--inject-nan-plan", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--inject-jump", default=None, help=argparse.SUPPRESS)    # STEP:PX[:COUNT] (episode 0)
     return p
 
 
@@ -146,6 +147,21 @@ def _parse_stall(text: Optional[str]) -> tuple[Optional[int], float]:
         return int(step), float(seconds)
     except ValueError:
         raise UserError(f"--inject-stall takes STEP:SECONDS, got {text!r}") from None
+
+
+def _parse_jump(text: Optional[str]) -> tuple[Optional[int], float, int]:
+    if not text:
+        return None, 0.0, 1
+    try:
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError
+        step, px, count = int(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+        if step < 0 or count < 1 or not math.isfinite(px):
+            raise ValueError
+        return step, px, count
+    except ValueError:
+        raise UserError(f"--inject-jump takes STEP:PX[:COUNT], got {text!r}") from None
 
 
 def _load_policy(args: argparse.Namespace) -> Any:
@@ -256,6 +272,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     code = 0
     try:
         stall_step, stall_s = _parse_stall(args.inject_stall)
+        jump_step, jump_px, jump_count = _parse_jump(args.inject_jump)
         _check_period_arg(args.period)
         from runtime.robots import RobotSpecError, check_spec, parse_spec
         try:
@@ -290,7 +307,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                             realtime_priority=args.rt_priority, robot_config=robot_config,
                             on_device_fault=args.on_device_fault, release_estop=args.release_estop,
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
-                                                  nan_plan=args.inject_nan_plan))
+                                                  nan_plan=args.inject_nan_plan, jump_at_step=jump_step,
+                                                  jump_px=jump_px, jump_count=jump_count))
         camera = None
         if policy.manifest.obs.image_shape is not None:
             from runtime.sensors import LatestFrame, make_camera

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -49,6 +49,12 @@ class FaultInjection:
     stall_at_step: Optional[int] = None  # after sending this step's command, the tick thread sleeps...
     stall_s: float = 0.5                 # ...this long (a host hiccup)
     nan_plan: Optional[int] = None       # this plan (0-based over the run) comes back all NaN
+    # Real time, episode `stall_episode`: from step `jump_at_step`, `jump_count` commands are sent `jump_px`
+    # further than the safety filter allowed (as a corrupted frame would be), so that the device's
+    # plausibility check refuses them. Tests of the device -> operator path only.
+    jump_at_step: Optional[int] = None
+    jump_px: float = 0.0
+    jump_count: int = 1
 
 
 @dataclass
@@ -175,6 +181,8 @@ class ControlLoop:
         if not (isinstance(max_bad, int) and max_bad >= 1) or not (0.0 <= float(margin) <= 1.0):
             raise LoopError(f"max_bad_states must be >= 1 and state_margin in [0, 1], got {max_bad!r}, {margin!r}")
         self.state_check = StateCheck.for_device(self.caps, margin, max_bad)
+        if rc is not None and rc.link_give_up_s is not None:
+            self.config = config = replace(config, link_give_up_s=rc.link_give_up_s)
         self.reports = DeviceReports(fault_flag_limit=config.fault_flag_limit)
         self.camera = camera
         if sh.image_shape is not None and camera is None:
@@ -661,6 +669,17 @@ class ControlLoop:
             now = time.monotonic()
         return now
 
+    def _injected_jump(self, ep: EpisodeStats, step: int, command: np.ndarray) -> np.ndarray:
+        f = self.config.faults
+        if (f.jump_at_step is None or ep.index != f.stall_episode
+                or not f.jump_at_step <= step < f.jump_at_step + f.jump_count):
+            return command
+        self.stats.settings["injected_jumps"] = self.stats.settings.get("injected_jumps", 0) + 1
+        lo, hi = self.state_check.lower, self.state_check.upper  # inside the device's box: only the step is wrong
+        up = np.clip(command + f.jump_px, lo, hi)
+        down = np.clip(command - f.jump_px, lo, hi)
+        return np.where(np.abs(up - command) >= np.abs(down - command), up, down).astype(np.float32)
+
     def _warm_up(self, state: Any, plans: int = 2) -> None:
         """Plan a couple of times before the first tick (the planner thread is idle): onnxruntime's
         first runs are slow, and the measured latency sets the first plans' lead."""
@@ -792,7 +811,7 @@ class ControlLoop:
             action = slot.action if slot is not None else None
             fr = self.safety.filter(action, state.positions)
             if fr.command is not None:
-                if self.robot.send_command(fr.command) is None:
+                if self.robot.send_command(self._injected_jump(ep, step, fr.command)) is None:
                     c.send_failures += 1
             t_sent = time.monotonic()
             self.stats.tick_work_s.append(t_sent - now)

@@ -8,6 +8,7 @@ declares (Capabilities) and sets the loop's safety settings. A package can only 
     state_margin = 0.05        # a State may lie this fraction of a joint's range outside its limits
     max_bad_states = 5         # stop the run after this many invalid States in a row
     on_device_fault = "stop"   # or "hold": what a refused command / device FAULT does to the run
+    link_give_up_s = 30.0      # stop the run when the link stays lost this long
 
     [joints.agent_x]           # joints by the device's name; any subset of them
     lower = 10.0               # position box (units of the device)
@@ -33,7 +34,8 @@ DEFAULT_STATE_MARGIN = 0.05       # fraction of each joint's device range
 DEFAULT_MAX_BAD_STATES = 5
 MAX_BAD_STATES_LIMIT = 10_000
 JOINT_KEYS = ("lower", "upper", "max_velocity", "max_step")
-LOOP_KEYS = ("state_margin", "max_bad_states", "on_device_fault")
+LOOP_KEYS = ("state_margin", "max_bad_states", "on_device_fault", "link_give_up_s")
+LINK_GIVE_UP_RANGE_S = (0.1, 3600.0)
 
 
 class RobotConfigError(ValueError):
@@ -56,6 +58,7 @@ class RobotConfig:
     state_margin: float = DEFAULT_STATE_MARGIN
     max_bad_states: int = DEFAULT_MAX_BAD_STATES
     on_device_fault: Optional[str] = None                     # None: not set here (the CLI's default applies)
+    link_give_up_s: Optional[float] = None                    # None: the loop's default
 
     def check_joints(self, joint_names: Sequence[str]) -> None:
         """Refuse a configuration that names joints the robot does not have."""
@@ -66,7 +69,7 @@ class RobotConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "state_margin": self.state_margin, "max_bad_states": self.max_bad_states,
-                "on_device_fault": self.on_device_fault,
+                "on_device_fault": self.on_device_fault, "link_give_up_s": self.link_give_up_s,
                 "joints": {n: {k: getattr(j, k) for k in JOINT_KEYS if getattr(j, k) is not None}
                            for n, j in self.joints.items()}}
 
@@ -129,9 +132,15 @@ def parse_robot_config(data: dict, source: str = "robot config") -> RobotConfig:
     if policy is not None and policy not in FAULT_POLICIES:
         raise RobotConfigError(f"{source}: loop.on_device_fault must be one of {', '.join(FAULT_POLICIES)}, "
                                f"got {policy!r}")
+    give_up = None
+    if "link_give_up_s" in loop:
+        give_up = _number(loop["link_give_up_s"], f"{source}: loop.link_give_up_s")
+        lo, hi = LINK_GIVE_UP_RANGE_S
+        if not lo <= give_up <= hi:
+            raise RobotConfigError(f"{source}: loop.link_give_up_s must be in [{lo:g}, {hi:g}] s, got {give_up:g}")
     joints_spec = _table(data.get("joints", {}), f"{source}: [joints]")
     joints = {str(n): _joint(str(n), spec, source) for n, spec in joints_spec.items()}
-    return RobotConfig(source, joints, margin, bad, policy)
+    return RobotConfig(source, joints, margin, bad, policy, give_up)
 
 
 def load_robot_config(path: Any) -> RobotConfig:

@@ -54,6 +54,17 @@ def test_state_mapper_by_name_and_by_position():
         StateMapper(7, [], joints, extras)
 
 
+def test_state_mapper_refuses_mismatched_counts_instead_of_shifting():
+    joints, extras = ("agent_x", "agent_y"), ("block_x", "block_y", "block_angle", "coverage")
+    for names in (["agent_x", "agent_y", "block_x", "block_y", "block_angle"], ["s0", "s1", "s2"]):
+        m = StateMapper(len(names), names, joints, extras)
+        with pytest.raises(ValueError, match="1 joint positions and 4 extras; the device declared 2 and 4"):
+            m(np.array([1.0], np.float32), np.array([3, 4, 5, 0.5], np.float32))  # one joint short: not shifted
+        with pytest.raises(ValueError, match="declared 2 and 4"):
+            m(np.array([1.0, 2.0], np.float32), np.zeros(0, np.float32))
+        assert m.progress(np.zeros(3, np.float32)) is None  # a short extras vector has no trustworthy coverage
+
+
 def test_standin_camera_shape_and_determinism():
     cam = StandInCamera()
     f0, f1 = cam.read(), cam.read()
