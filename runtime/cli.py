@@ -325,6 +325,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for note in loop.stats.limits.get("notes", []):
             print(f"{PROG}: note: {note}", file=sys.stderr)
 
+        previous_handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
         signal.signal(signal.SIGINT, lambda signum, frame: loop.request_estop())
         signal.signal(signal.SIGTERM, lambda signum, frame: loop.request_estop())
         show = args.status == "on" or (args.status == "auto" and sys.stderr.isatty())
@@ -338,6 +339,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 status.stop()
             if camera is not None:
                 camera.close()
+            # Ctrl-C after the run (while the outputs are written) is a plain interrupt again
+            signal.signal(signal.SIGINT, previous_handlers[0])
+            signal.signal(signal.SIGTERM, previous_handlers[1])
 
         from runtime.stats import summary_table
         summary = stats.summary()
