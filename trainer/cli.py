@@ -19,6 +19,10 @@ examples:
 The data defaults to $IMLE_PUSHT_ZARR or ../shared/data/pusht/pusht_cchi_v7_replay.zarr.
 Outputs in --out: last.pt (resumable checkpoint), best.pt (with --eval-every), metrics.jsonl,
 loss.png, config.json and episodes.json (the exact demonstration subset used).
+NaN or inf in the data is refused before training (the message names the episode and frame).
+
+exit codes: 0 trained; 2 bad arguments, data or checkpoint; 3 training diverged (the loss or
+gradient became NaN or inf; the last checkpoint on disk is still good); 130 interrupted.
 """
 
 
@@ -88,7 +92,7 @@ def config_from_args(args: argparse.Namespace):
 def train_main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from trainer.train.loop import train  # imports torch: after --help
+    from trainer.train.loop import TrainingDiverged, train  # imports torch: after --help
 
     try:
         cfg = config_from_args(args)
@@ -99,6 +103,9 @@ def train_main(argv: list[str] | None = None) -> int:
         command = shlex.join(["imle-train", *(sys.argv[1:] if argv is None else argv)])
         result = train(cfg, eval_fn=eval_fn, resume=not args.no_resume, progress=not args.no_progress,
                        command=command)
+    except TrainingDiverged as exc:
+        print(f"imle-train: error: {exc}", file=sys.stderr)
+        return 3
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"imle-train: error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,11 @@ class MinMax:
     @classmethod
     def fit(cls, values: np.ndarray) -> "MinMax":
         flat = np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1])
-        return cls(min=flat.min(0).tolist(), max=flat.max(0).tolist())
+        lo, hi = flat.min(0), flat.max(0)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and np.isfinite(hi - lo).all()):
+            # a NaN or inf (or a float64 range that overflows) would normalise everything to NaN or 0
+            raise ValueError(f"cannot normalise: per-dimension min {lo.tolist()} / max {hi.tolist()} are not finite")
+        return cls(min=lo.tolist(), max=hi.tolist())
 
     def _scale_offset(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = np.asarray(self.min, np.float64), np.asarray(self.max, np.float64)

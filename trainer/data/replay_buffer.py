@@ -72,11 +72,34 @@ def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state"
             raise DatasetError(f"{p}: data/{key} has {arr.shape[0]} frames but episode_ends says {ends[-1]}")
         values = arr[: int(ends[-1])]
         if key == "img":
+            if np.issubdtype(values.dtype, np.floating):
+                check_finite(values, ends, f"data/{key}", p)  # NaN would become an arbitrary pixel
             values = np.clip(values, 0, 255).astype(np.uint8)  # float 0..255 on disk; 4x smaller in RAM
         else:
-            values = np.asarray(values, dtype=np.float32)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which the next line names
+                values = np.asarray(values, dtype=np.float32)
+            check_finite(values, ends, f"data/{key}", p)  # after the cast: 1e39 becomes inf here
         data[key] = values
     return ReplayBuffer(data=data, episode_ends=ends, path=str(p))
+
+
+def check_finite(values: np.ndarray, episode_ends: np.ndarray, key: str, path: str | os.PathLike = "",
+                 block: int = 1024) -> None:
+    """DatasetError naming the episode and frame of the first NaN or inf in ``values`` [frames, ...]
+    (checked in blocks of frames: an image buffer is gigabytes and a full mask would double it)."""
+    for start in range(0, len(values), block):
+        chunk = np.asarray(values[start:start + block])
+        ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if ok.all():
+            continue
+        frame = start + int(np.argmin(ok))
+        episode = int(np.searchsorted(episode_ends, frame, side="right"))
+        first = 0 if episode == 0 else int(episode_ends[episode - 1])
+        bad = chunk[frame - start].reshape(-1)
+        value = bad[~np.isfinite(bad)][0]
+        where = f" in {path}" if path else ""
+        raise DatasetError(f"{key}: non-finite value ({value}) in episode {episode} (frame {frame}, step "
+                           f"{frame - first} of the episode){where}; fix or drop that episode")
 
 
 def write_replay_buffer(path: str | os.PathLike, data: dict[str, np.ndarray], episode_ends: np.ndarray) -> None:

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-obs", type=int, default=32, help="held-out observations for the parity report")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--sign", default=None, metavar="KEY",
+                   help="sign the package with this Ed25519 private key (imle-keygen); writes manifest.sig")
     return p
 
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--candidates, --calibration-obs and --parity-obs must be positive")
         if args.tc_reset_after < 0:
             raise ValueError("--tc-reset-after must be >= 0 (0: never)")
+        if args.sign:  # a bad key is refused before the (long) export
+            from runtime.signing import load_private_key
+
+            load_private_key(args.sign)
         sampler = None
         if args.sampler or args.sampler_steps:
             kind = args.sampler or "ddpm"
@@ -72,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                             use_ema=not args.no_ema, progress=not args.no_progress)
         out = export_package(args.checkpoint, args.out, calibration="random" if args.random_calibration else None,
                              options=opt)
+        if args.sign:
+            from runtime.signing import sign_package
+
+            print(f"signed with key {sign_package(out, args.sign).key_id}")
     except (CheckpointError, DatasetError, ExportError, PackageError, PackageDirError, ValueError) as exc:
         print(f"imle-export: error: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     from runtime.package import load_package
 
-    m = load_package(out).manifest
+    try:
+        m = load_package(out).manifest
+    except PackageError as exc:  # e.g. a robot trust policy that refuses the fresh, unsigned package
+        print(f"imle-export: error: wrote {out}, but it does not load: {exc}", file=sys.stderr)
+        return 2
     p = m.parity
     print(f"package: {out} ({m.method}, {', '.join(f.name for f in m.files)})")
     print(f"parity on {p.observations} observations x {p.candidates} candidates ({p.source}):")

@@ -116,6 +116,12 @@ def _export_package(checkpoint, out_dir, quantize, calibration, options, **overr
             parity=parity, sampler=sampler, cond_dim=cond_dim)
         if len(manifest.obs.state_names) != spec.state_dim:  # config and spec disagree: fall back to generic names
             manifest.obs.state_names = [f"state_{i}" for i in range(spec.state_dim)]
+        # golden vectors (runtime.golden): a few parity observations through every graph, re-run by imle-verify
+        from runtime.golden import make_golden
+        from runtime.package import Package
+
+        par = calibration.parity
+        manifest.golden = make_golden(Package(root=stage, manifest=manifest), par.obs_state, par.obs_image)
         return finish(stage, out_dir, manifest)
     except BaseException:
         import shutil

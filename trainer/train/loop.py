@@ -15,7 +15,7 @@ from trainer.data.dataset import DemoDataset, load_dataset
 from trainer.models.policy_net import NetworkSpec, PolicyNetwork, build_network
 from trainer.models.unet1d import PRESETS, UNetConfig
 from trainer.objectives import build_objective
-from trainer.train.checkpoint import load_checkpoint, save_checkpoint
+from trainer.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.train.config import TrainConfig
 from trainer.train.ema import EMA
 from trainer.train.metrics import MetricsLog, plot_metrics
@@ -23,6 +23,10 @@ from trainer.train.schedule import warmup_cosine
 
 # eval_fn(ema_network, step) -> {"eval_score": float, ...}; used to keep the best checkpoint
 EvalFn = Callable[[PolicyNetwork, int], dict]
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the gradient became NaN or inf: training stops; nothing of that step is saved."""
 
 
 @dataclass
@@ -33,6 +37,17 @@ class TrainResult:
     steps: int
     final_loss: float
     wall_s: float
+
+
+def _saved(path: Path) -> str:
+    """Where a stopped run can resume from, for its error message."""
+    if not path.exists():
+        return "no checkpoint was written"
+    try:
+        step = load_checkpoint(path)["step"]
+    except Exception:  # only for the message: the run already failed for another reason
+        step = "unknown"
+    return f"the last checkpoint ({path}) is from step {step}"
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,13 +114,18 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
         if state["config"] != cfg.to_dict() | {"steps": state["config"]["steps"]}:
             raise ValueError(f"{last_path} was trained with a different configuration; use a new --out "
                              "or --no-resume to start over")
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, best_score = int(state["step"]), float(state.get("best_score", -float("inf")))
+        try:
+            net.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, best_score = int(state["step"]), float(state.get("best_score", -float("inf")))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            text = " ".join(str(exc).split())
+            raise CheckpointError(f"{last_path} cannot be resumed ({type(exc).__name__}: {text[:160]}); use a new "
+                                  "--out or --no-resume to start over") from None
         metrics.truncate_after(step)
     elif not resume:
         metrics.path.unlink(missing_ok=True)
@@ -130,7 +150,12 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
                unit="step", dynamic_ncols=True)
     while step < cfg.steps:
         idx = rng.integers(0, len(dataset), size=cfg.batch_size)
-        batch = _to_tensors(dataset.batch(idx), device)
+        arrays = dataset.batch(idx)
+        bad = next((k for k, v in arrays.items() if v.dtype.kind == "f" and not np.isfinite(v).all()), None)
+        if bad is not None:  # checked at load; a NaN here would be silently rejected by RS-IMLE (loss 0)
+            raise TrainingDiverged(f"step {step + 1}: the batch holds NaN or inf in '{bad}' (the dataset changed "
+                                   f"after loading?); training stopped; {_saved(last_path)}")
+        batch = _to_tensors(arrays, device)
         if cfg.obs_noise > 0:
             batch["obs_state"] = noisy_state(batch["obs_state"], net.state_scale, cfg.obs_noise)
         cond = net.encode(batch["obs_state"], batch.get("obs_image"))
@@ -145,6 +170,10 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
         step += 1
         window_steps += 1
         loss_value = float(loss.detach())
+        if not (np.isfinite(loss_value) and bool(torch.isfinite(grad_norm))):
+            # the weights of this step are already bad; the checkpoint on disk is the last good state
+            raise TrainingDiverged(f"step {step}: loss {loss_value}, gradient norm {float(grad_norm)} (non-finite); "
+                                   f"training stopped and this step was not saved; {_saved(last_path)}")
         if step % cfg.log_every == 0 or step == cfg.steps:
             rate = window_steps / max(1e-9, time.time() - window_t)
             window_t, window_steps = time.time(), 0
@@ -156,7 +185,7 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
             result = eval_fn(ema.model, step)
             metrics.write({"step": step, **result})
             if result["eval_score"] > best_score:
-                best_score = result["eval_score"]
+                best_score = float(result["eval_score"])  # a plain float: checkpoints hold no numpy objects
                 save_checkpoint(out / "best.pt", checkpoint_state())
             net.train()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
