@@ -753,6 +753,8 @@ class FrankaRobot:
         self._last_error: Optional[str] = None
         self._fatal: Optional[str] = None
         self._events: list[tuple[str, str]] = []
+        self._faults: list[Fault] = []   # not yet taken by take_faults() (bounded: FAULT_QUEUE)
+        self._faults_dropped = 0
         self._cached: Optional[State] = None
         self._py_lock = threading.Lock()
 
@@ -961,7 +963,7 @@ class FrankaRobot:
             mode=_Mode.NAMES[int(block[L.C_MODE])] if 0 <= int(block[L.C_MODE]) < len(_Mode.NAMES) else "?",
             control_cycles=n(L.C_CYCLES), lost_cycles=n(L.C_LOST), control_errors=n(L.C_ERRORS),
             watchdog_trips=n(L.C_WATCHDOG), limit_clamps=n(L.C_CLAMPS), stale_states=n(L.C_STALE),
-            rejected_commands=self._rejected,
+            rejected_commands=self._rejected, faults_dropped=self._faults_dropped,
             command_success_rate=float(block[L.C_SUCCESS]),
             max_command_velocity=tuple(block[L.C_MAXV:L.C_MAXV + N_JOINTS]),
             max_command_acceleration=tuple(block[L.C_MAXA:L.C_MAXA + N_JOINTS]),
@@ -972,6 +974,18 @@ class FrankaRobot:
     def last_error(self) -> Optional[str]:
         self._drain_events()
         return self._fatal or self._last_error
+
+    FAULT_QUEUE = 256
+    # Control-loop events as protocol faults: libfranka exceptions (reflexes, network) and crashes are
+    # INTERNAL, a watchdog hold is WATCHDOG; "recovered" is not a fault.
+    _EVENT_FAULTS = {"error": FaultCode.INTERNAL, "fatal": FaultCode.INTERNAL, "watchdog": FaultCode.WATCHDOG}
+
+    def take_faults(self) -> list[Fault]:
+        """Faults since the last call (control-loop errors, reflexes, watchdog holds), oldest first. Never
+        blocks; at most FAULT_QUEUE are kept between calls (older ones dropped, counted in stats)."""
+        self._drain_events()
+        out, self._faults = self._faults, []
+        return out
 
     def events(self) -> list[tuple[str, str]]:
         """(kind, text) messages from the control loop so far: error, watchdog, recovered, fatal."""
@@ -1006,6 +1020,12 @@ class FrankaRobot:
             while conn.poll(0):
                 kind, text = conn.recv()
                 self._events.append((kind, str(text)))
+                code = self._EVENT_FAULTS.get(kind)
+                if code is not None:
+                    if len(self._faults) >= self.FAULT_QUEUE:
+                        self._faults.pop(0)
+                        self._faults_dropped += 1
+                    self._faults.append(Fault(code, f"{kind}: {text}"[:255]))
                 if kind in ("error", "fatal"):
                     self._last_error = str(text)
                 if kind == "fatal":
