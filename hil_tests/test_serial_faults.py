@@ -74,6 +74,7 @@ def test_handshake_stream_and_estop(emulators) -> None:
     assert caps.extra_names == ("block_x", "block_y", "block_angle", "coverage")
     assert caps.lower.tolist() == [0.0, 0.0] and caps.upper.tolist() == [512.0, 512.0]
     assert caps.watchdog_ms == 500 and caps.state_period_us == 20_000 and not caps.lockstep
+    assert caps.max_step.tolist() == [200.0, 200.0] and caps.max_velocity.tolist() == [2000.0, 2000.0]
     drive(link, 1.0, target=[300.0, 300.0])
     stats = link.stats
     assert 10 <= stats.states <= 80            # ~50 in one second at 50 Hz (fewer on a starved machine)
@@ -82,17 +83,17 @@ def test_handshake_stream_and_estop(emulators) -> None:
     assert link.healthy and st is not None and stats.last_state_age_s < 0.5
     assert st.extras.shape == (4,) and 0.0 <= st.extras[3] <= 1.0
 
-    assert link.estop(True)                    # acknowledged by the device
-    faults: list[Fault] = []
-    link.add_listener(lambda m: faults.append(m) if isinstance(m, Fault) else None)
+    assert link.estop(True)                    # confirmed by the device
+    link.take_faults()
     time.sleep(0.2)
     held = link.wait_state(timeout=2.0)
     assert held.has(StatusFlags.ESTOP)
-    drive(link, 0.4, target=[50.0, 50.0])      # refused while engaged
-    assert FaultCode.ESTOP in [f.code for f in faults]
+    drive(link, 0.4, target=[150.0, 150.0])    # refused while engaged
+    assert FaultCode.ESTOP in [f.code for f in link.take_faults()]
+    assert link.stats.refused.get("ESTOP", 0) >= 1 and link.stats.state_flags.get("ESTOP", 0) >= 1
     assert np.array_equal(link.wait_state(timeout=2.0).positions, held.positions)
     assert link.estop(False)
-    drive(link, 0.4, target=[50.0, 50.0])
+    drive(link, 0.4, target=[150.0, 150.0])
     moved = link.wait_state(timeout=2.0)
     assert not moved.has(StatusFlags.ESTOP) and moved.positions[0] < held.positions[0] - 5
     link.close()
@@ -109,8 +110,9 @@ def test_lockstep_matches_in_process_evaluation(emulators) -> None:
         st = link.reset_plant(seed, init)
         obs = reset_pusht(env, seed, init)
         assert np.array_equal(np.concatenate([st.positions, st.extras[:3]]), obs.astype(np.float32))
-        for _ in range(30):
-            action = rng.uniform(60, 450, 2).astype(np.float32)
+        action = st.positions.astype(np.float64)
+        for _ in range(30):  # a random walk within the device's max_step (200 px)
+            action = np.clip(action + rng.uniform(-80, 80, 2), 60, 450).astype(np.float32)
             st = link.step(action, timeout=5.0)
             obs, _, _, _, info = env.step(action)
             assert np.array_equal(np.concatenate([st.positions, st.extras[:3]]), obs.astype(np.float32))
@@ -126,7 +128,8 @@ def test_corrupted_bytes_both_ways_counted_and_never_acted_on(emulators, tmp_pat
     sent: dict[int, np.ndarray] = {}
     i = 0
     while i < 6000:                             # ~800 commands; more if a busy machine slowed the device
-        target = np.array([50 + i % 400, 60 + (7 * i) % 380 + 0.25], np.float32)
+        # triangle waves: every step is small (<= 7 px), so no command is refused as implausible
+        target = np.array([50 + abs(i % 800 - 400), 60 + abs((7 * i) % 760 - 380) + 0.25], np.float32)
         seq = link.send_command(target)
         assert seq is not None
         sent[seq] = target
@@ -242,9 +245,9 @@ def test_watchdog_holds_when_the_host_stalls(emulators) -> None:
     faults: list[tuple[float, Fault]] = []
     link.add_listener(lambda m: states.append(m) if isinstance(m, State) else
                       faults.append((time.monotonic(), m)) if isinstance(m, Fault) else None)
-    target = np.float32([480, 100])
+    target = np.float32([290, 100])            # 190 px away: within max_step
     last = None
-    for _ in range(3):                          # start moving towards x = 480
+    for _ in range(3):                          # start moving towards x = 290
         last = link.send_command(target)
         time.sleep(0.05)
     stall_start = time.monotonic()
@@ -263,7 +266,7 @@ def test_watchdog_holds_when_the_host_stalls(emulators) -> None:
     trip_ms = (held[0].timestamp_us - fed.timestamp_us) / 1000
     assert 180 <= trip_ms <= 450                # device clock: 200 ms after the last command
     assert all(np.array_equal(s.positions, held[0].positions) for s in held)  # no motion after the hold
-    assert held[0].positions[0] < 470           # it stopped short of the target
+    assert held[0].positions[0] < 280           # it stopped short of the target
     after = [s for s in states if s.ack_seq != last and s.ack_seq >= resumed]
     assert after and not after[-1].has(StatusFlags.WATCHDOG_HOLD)
     assert after[-1].positions[0] > held[0].positions[0] + 1  # moving again
@@ -283,3 +286,89 @@ def test_malformed_capabilities_give_a_clear_error(emulators, kind: str, message
     assert "\n" not in str(info.value)
     assert time.monotonic() - t0 < 5.0
     assert not link.healthy
+
+
+def test_a_second_link_cannot_open_the_port(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=500)
+    first = connect(emulators, emu)
+    second = SerialLink(emu.port, handshake_timeout_s=0.5)
+    emulators.links.append(second)
+    with pytest.raises(HandshakeError, match="another process has it open") as info:
+        second.connect()
+    assert "\n" not in str(info.value)
+    drive(first, 0.3)
+    assert first.healthy and first.stats.handshakes == 1    # untouched
+    first.close()                                           # Goodbye: the next host gets in at once
+    third = connect(emulators, emu)
+    assert third.healthy or third.wait_state(timeout=2.0) is not None
+    assert emu.status()["sessions_refused"] == 0
+
+
+HOST_SCRIPT = """
+import sys, time
+from firmware_bridge.serial_link import SerialLink
+link = SerialLink(sys.argv[1], handshake_timeout_s=2.0)
+link.connect()
+print("connected", flush=True)
+while True:
+    link.send_heartbeat()
+    time.sleep(0.05)
+"""
+
+
+def test_a_live_session_refuses_another_host_unless_it_takes_over(emulators) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    emu = emulators(state_hz=50, watchdog_ms=2000)         # session window max(1 s, 2 x 2 s) = 4 s
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, emu.port], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert host.stdout is not None and host.stdout.readline().strip() == "connected"
+        host.send_signal(signal.SIGKILL)                    # a crashed host: no Goodbye, port freed
+        host.wait(10)
+        busy = SerialLink(emu.port, handshake_timeout_s=0.5)
+        emulators.links.append(busy)
+        with pytest.raises(HandshakeError, match=r"in use by another host's session .*--takeover") as info:
+            busy.connect()
+        assert "\n" not in str(info.value)
+        busy.close()
+        taker = connect(emulators, emu, takeover=True)      # the operator's explicit decision
+        drive(taker, 0.3)
+        assert taker.healthy and emu.status()["sessions_refused"] >= 1
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(10)
+
+
+def test_estop_latch_survives_a_new_session(emulators) -> None:
+    emu = emulators(state_hz=50, watchdog_ms=500)
+    first = connect(emulators, emu)
+    drive(first, 0.2)
+    assert first.estop(True)
+    first.close()
+    second = connect(emulators, emu)                        # a new host, a new session
+    assert second.wait_state(timeout=2.0).has(StatusFlags.ESTOP)
+    drive(second, 0.3, target=[250.0, 250.0])
+    assert FaultCode.ESTOP in [f.code for f in second.take_faults()]
+    assert second.estop(False)                              # only an explicit release clears it
+    drive(second, 0.3, target=[250.0, 250.0])
+    assert not second.wait_state(timeout=2.0).has(StatusFlags.ESTOP)
+
+
+def test_implausible_command_is_refused_and_reported(emulators, tmp_path) -> None:
+    log_path = tmp_path / "commands.jsonl"
+    emu = emulators(state_hz=50, watchdog_ms=0, command_log=str(log_path))
+    link = connect(emulators, emu)
+    here = link.wait_state(timeout=2.0).positions
+    far = np.float32(here + [0.0, 250.0] if here[1] < 250 else here - [0.0, 250.0])
+    seq = link.send_command(far)
+    drive(link, 0.3, target=here, until=lambda: link.stats.refused.get("IMPLAUSIBLE", 0) >= 1)
+    faults = [f for f in link.take_faults() if f.code == FaultCode.IMPLAUSIBLE]
+    assert len(faults) == 1 and "max_step 200" in faults[0].text
+    applied = [json.loads(line)["seq"] for line in log_path.read_text().splitlines()]
+    assert seq not in applied and emu.status()["commands_implausible"] == 1
