@@ -465,6 +465,7 @@ DEVICE_STATUS_FIELDS = (
     "uptime_ms", "boots", "rx_frames_ok", "rx_bad_cobs", "rx_bad_crc", "rx_bad_other", "rx_seq_gaps",
     "commands_applied", "commands_rejected", "commands_duplicate", "heartbeats", "watchdog_trips",
     "limit_clamps", "tx_frames", "tx_dropped", "tx_corrupted", "tx_overflow", "plant_resets",
+    "commands_implausible", "sessions_refused",  # v2
 )
 
 
@@ -490,6 +491,8 @@ class DeviceStatus(_Message):
     tx_corrupted: int = 0
     tx_overflow: int = 0
     plant_resets: int = 0
+    commands_implausible: int = 0  # JointCommands refused with Fault(IMPLAUSIBLE)
+    sessions_refused: int = 0      # Hellos refused with Fault(SESSION_BUSY)
 
     def encode_payload(self) -> bytes:
         return struct.pack(f"<{len(DEVICE_STATUS_FIELDS)}I",
