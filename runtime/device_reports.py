@@ -54,10 +54,12 @@ class DeviceReports:
     fault_flag_limit: int = 3
     faults: dict[str, int] = field(default_factory=dict)       # Fault messages by code name
     refused: int = 0                                           # Faults saying a command was refused
-    flag_states: dict[str, int] = field(default_factory=dict)  # ticks whose State had each flag set
+    flag_states: dict[str, int] = field(default_factory=dict)  # States (each counted once) with each flag set
     last_fault: str = ""
     source: str = "take_faults"                                # where Faults came from (see drain)
     _fault_flag_in_row: int = 0
+    _last_state: Any = None
+    _last_key: tuple = (None, None, None)
     _stats_seen: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -106,11 +108,18 @@ class DeviceReports:
                 verdict = Verdict("fault", f"device fault {self.last_fault}")
         return verdict
 
-    def on_state(self, state: Any, estop_ours: bool = False) -> Optional[Verdict]:
+    def on_state(self, state: Any, estop_ours: bool = False, commanded: bool = True) -> Optional[Verdict]:
         """Count the State's flags; verdict for an e-stop the host did not engage, or a FAULT flag that
-        stays set (each applied command clears it on the device)."""
+        stays set although commands went out (each applied command clears it on the device; while the
+        host sends nothing, e.g. during a link loss, a set FAULT flag says nothing new)."""
         if state is None:
             return None
+        # The loop looks once a tick; a State already seen (no new one since, or the stale one kept while the
+        # link is lost) is not counted again: "in a row" means States the device sent, not ticks.
+        key = (getattr(state, "seq", None), getattr(state, "rx_time", None), id(state))
+        if state is self._last_state or (key[0] not in (None, -1) and key[:2] == self._last_key[:2]):
+            return self._repeat_verdict(state, estop_ours)
+        self._last_state, self._last_key = state, key
         try:
             flags = int(getattr(state, "flags", 0))
         except (TypeError, ValueError):
@@ -118,10 +127,10 @@ class DeviceReports:
         for bit, name in FLAG_NAMES.items():
             if flags & bit:
                 self.flag_states[name] = self.flag_states.get(name, 0) + 1
-        if flags & FLAG_FAULT:
-            self._fault_flag_in_row += 1
-        else:
+        if not flags & FLAG_FAULT:
             self._fault_flag_in_row = 0
+        elif commanded:
+            self._fault_flag_in_row += 1
         if estop_ours:
             return None
         if flags & FLAG_ESTOP:
@@ -131,6 +140,16 @@ class DeviceReports:
             last = f" (last fault: {self.last_fault})" if self.last_fault else ""
             return Verdict("fault", f"the device's FAULT flag stayed set on {self.fault_flag_limit} States in a "
                                     f"row{last}")
+        return None
+
+    def _repeat_verdict(self, state: Any, estop_ours: bool) -> Optional[Verdict]:
+        """A State seen before still says the e-stop is engaged: that stays a stop (counted once)."""
+        try:
+            flags = int(getattr(state, "flags", 0))
+        except (TypeError, ValueError):
+            flags = 0
+        if not estop_ours and flags & FLAG_ESTOP:
+            return Verdict("estop", "the device's e-stop is engaged (State flag ESTOP)")
         return None
 
     def as_dict(self) -> dict[str, Any]:

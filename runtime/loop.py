@@ -200,6 +200,7 @@ class ControlLoop:
         self.status = LiveStatus()
         self._estop_requested = False
         self._stop_requested = False
+        self._commanded = False  # a command went out since the device's flags were last looked at
         self._plans_made = 0
         self._warmed = False
         self._latencies: deque[float] = deque(maxlen=8)
@@ -269,7 +270,12 @@ class ControlLoop:
             return reset(seed, timeout=self.config.reset_timeout_s)
         return self.robot.latest_state()  # hardware: the episode starts where the robot is
 
+    def _send(self, targets: np.ndarray) -> Optional[int]:
+        self._commanded = True
+        return self.robot.send_command(targets)
+
     def _step_lockstep(self, targets: np.ndarray) -> Any:
+        self._commanded = True
         step = getattr(self.robot, "step", None)
         if step is not None:
             return step(targets, timeout=self.config.step_timeout_s)
@@ -385,7 +391,9 @@ class ControlLoop:
         """Drain the device's Faults and look at the State's flags; counts go into the run statistics."""
         ours = self.safety.estopped
         v1 = self.reports.on_faults(self.reports.drain(self.robot), ours)
-        v2 = self.reports.on_state(state, ours)
+        v2 = self.reports.on_state(state, ours, self._commanded)
+        if state is not None:
+            self._commanded = False
         c = self.stats.counters
         c.device_faults, c.refused_commands = self.reports.total_faults, self.reports.refused
         for v in (v1, v2):
@@ -782,7 +790,7 @@ class ControlLoop:
                     self._stop_run(ep, self.state_check.stop_reason())
                     break
                 fr = self.safety.hold(None)
-                if fr.command is not None and self.robot.send_command(fr.command) is None:
+                if fr.command is not None and self._send(fr.command) is None:
                     c.send_failures += 1
                 c.held_ticks += 1
                 self._record(ep.index, step, k, deadline, now, "bad-state", -1, None, fr, state)
@@ -791,7 +799,7 @@ class ControlLoop:
             if fault_hold:  # the device refused or faulted: hold where the robot is, step on from there
                 self.safety.reset()
                 fr = self.safety.hold(state.positions)
-                if fr.command is not None and self.robot.send_command(fr.command) is None:
+                if fr.command is not None and self._send(fr.command) is None:
                     c.send_failures += 1
                 c.fault_holds += 1
                 c.held_ticks += 1
@@ -811,7 +819,7 @@ class ControlLoop:
             action = slot.action if slot is not None else None
             fr = self.safety.filter(action, state.positions)
             if fr.command is not None:
-                if self.robot.send_command(self._injected_jump(ep, step, fr.command)) is None:
+                if self._send(self._injected_jump(ep, step, fr.command)) is None:
                     c.send_failures += 1
             t_sent = time.monotonic()
             self.stats.tick_work_s.append(t_sent - now)

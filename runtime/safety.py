@@ -200,9 +200,12 @@ class FilterResult:
 class SafetyFilter:
     """Turns the policy's requested targets into commands that respect the limits.
 
-    Order: e-stop latch -> NaN guard -> rate limit (relative to the last sent command, or the
-    current position after reset) -> position clip. Clipping last guarantees the bounds even when
-    the reference itself was outside them.
+    Order: e-stop latch -> NaN guard -> position clip -> step limit. The step limit is relative to
+    the reference: the last sent command, or (first command of an episode, after a link loss or a
+    device fault) the robot's current position. Every command is within max_step of its reference,
+    so the device's own plausibility check (which compares with its current target) never sees a
+    larger jump; it is inside the position box whenever the reference is, and a robot found outside
+    the box is brought back by at most max_step per command. Both hold after the float32 cast.
     """
 
     def __init__(self, limits: SafetyLimits) -> None:
@@ -232,16 +235,39 @@ class SafetyFilter:
     def estopped(self) -> bool:
         return self._estop.is_set()
 
-    def hold_target(self, current: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """Where to hold: the last sent command, else the current position clipped to the limits."""
+    def _reference(self, current: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """What the next command steps from: the last command, else the current position (float64)."""
         if self._last is not None:
-            return self._last
+            return np.asarray(self._last, dtype=np.float64)
         if current is None:
             return None
         cur = np.asarray(current, dtype=np.float64).reshape(-1)
         if cur.size != self.limits.lower.size or not np.all(np.isfinite(cur)):
             return None
-        return np.clip(cur, self.limits.lower, self.limits.upper).astype(np.float32)
+        return cur
+
+    def _limit(self, target: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """`target` (already inside the box) limited to max_step from `ref`, as float32 that keeps both rules."""
+        lim = self.limits
+        out = np.clip(target, ref - lim.max_step, ref + lim.max_step)
+        cmd = out.astype(np.float32)
+        # float32 rounding may land half an ulp past a bound: one ulp towards the reference fixes it
+        c64 = cmd.astype(np.float64)
+        bad = ((np.abs(c64 - ref) > lim.max_step) | ((c64 > lim.upper) & (ref <= lim.upper))
+               | ((c64 < lim.lower) & (ref >= lim.lower)))
+        if bad.any():
+            cmd[bad] = np.nextafter(cmd[bad], ref.astype(np.float32)[bad])
+        return cmd
+
+    def hold_target(self, current: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """Where to hold: the last sent command, else the current position (a robot found outside the
+        box is moved back towards it by at most one step)."""
+        if self._last is not None:
+            return self._last
+        ref = self._reference(current)
+        if ref is None:
+            return None
+        return self._limit(np.clip(ref, self.limits.lower, self.limits.upper), ref)
 
     def hold(self, current: Optional[np.ndarray]) -> FilterResult:
         if self.estopped:
@@ -263,22 +289,19 @@ class SafetyFilter:
             self.counts.nan_blocked += 1
             res = self.hold(current)
             return FilterResult(res.command, True, "nan" if res.command is not None else res.reason)
-        ref = self._last if self._last is not None else self.hold_target(current)
+        ref = self._reference(current)
         if ref is None:  # nowhere known to step from: the step limit cannot be applied, so send nothing
             return FilterResult(None, True, "no-reference")
-        out = req
-        if np.any(np.isfinite(self.limits.max_step)):
-            ref64 = np.asarray(ref, dtype=np.float64)
-            limited = np.clip(out, ref64 - self.limits.max_step, ref64 + self.limits.max_step)
-            if np.any(limited != out):
-                self.counts.rate_limited += 1
-                out = limited
-        clipped = np.clip(out, self.limits.lower, self.limits.upper)
-        if np.any(clipped != out):
+        clipped = np.clip(req, self.limits.lower, self.limits.upper)
+        changed = False
+        if np.any(clipped != req):
             self.counts.clipped += 1
-            out = clipped
+            changed = True
+        if np.any(np.abs(clipped - ref) > self.limits.max_step):
+            self.counts.rate_limited += 1
+            changed = True
         # Unchanged values stay bit-identical to the policy's float32 (lock-step regression relies on it).
-        cmd = np.asarray(requested, dtype=np.float32).reshape(-1) if out is req else out.astype(np.float32)
+        cmd = self._limit(clipped, ref) if changed else np.asarray(requested, dtype=np.float32).reshape(-1).copy()
         self._last = cmd
         return FilterResult(cmd, False)
 

@@ -186,8 +186,8 @@ def test_nan_guard_holds_last_command_or_current_position():
 
 def test_hold_when_no_action():
     f = make_filter()
-    res = f.filter(None, np.array([600.0, 300.0]))
-    assert res.held and res.command.tolist() == [500.0, 300.0]  # the current position, clipped to the limits
+    res = f.filter(None, np.array([400.0, 300.0]))
+    assert res.held and res.command.tolist() == [400.0, 300.0]  # the current position
     assert f.counts.nan_blocked == 0
 
 
@@ -218,3 +218,33 @@ def test_link_watch_counts_losses_and_recoveries():
     assert not w.check(True, None, now=11.0)            # no State at all
     assert not w.check(True, _St(math.nan), now=11.0)
     assert w.losses == 2
+
+
+def test_robot_outside_the_box_is_brought_back_one_step_at_a_time():
+    f = make_filter()  # box x in [10, 500], step 51.2
+    res = f.filter(None, np.array([600.0, 300.0]))  # found outside the box (a narrower package range)
+    assert res.held and 600.0 - res.command[0] <= 51.2 and res.command[0] < 600.0
+    f.reset()
+    cmds = [f.filter(np.array([450.0, 300.0]), np.array([600.0, 300.0])).command for _ in range(4)]
+    xs = [600.0] + [float(c[0]) for c in cmds]
+    assert all(0 < a - b <= 51.2 + 1e-9 for a, b in zip(xs, xs[1:]) if a > 450.0)  # never a jump to the box edge
+    assert xs[-1] == 450.0
+
+
+def test_float32_rounding_never_exceeds_the_step_or_the_box():
+    # The device compares float32 targets with its float32 target in float64: a command stepped exactly
+    # max_step in float64 could round past it (found by the HIL run with a tampered package).
+    rng = np.random.default_rng(0)
+    lim = effective_limits(caps(upper=(512.0, 512.0), max_step=(200.0, 0.3)), 0.1, None)
+    for _ in range(2000):
+        f = SafetyFilter(lim)
+        cur = rng.uniform(0, 512, 2).astype(np.float32)
+        req = rng.uniform(-1e9, 1e9, 2)
+        cmd = f.filter(req, cur).command
+        step = np.abs(cmd.astype(np.float64) - cur.astype(np.float64))
+        assert np.all(step <= lim.max_step) and np.all(cmd >= 0) and np.all(cmd <= 512)
+        nxt = f.filter(rng.uniform(-1e9, 1e9, 2), cur).command
+        assert np.all(np.abs(nxt.astype(np.float64) - cmd.astype(np.float64)) <= lim.max_step)
+    f = SafetyFilter(lim)
+    cmd = f.filter(np.array([1e9, 0.0]), np.array([73.9268, 0.0], np.float32)).command
+    assert abs(float(cmd[0]) - float(np.float32(73.9268))) <= 200.0

@@ -85,3 +85,20 @@ def test_flags():
     assert r.on_state(st(flags=0x1)).kind == "estop"
     assert r.on_state(st(flags=0x1), estop_ours=True) is None
     assert r.flag_states == {"WATCHDOG_HOLD": 1, "FAULT": 2, "ESTOP": 2}
+
+
+def test_a_state_seen_again_is_not_counted_again():
+    r = DeviceReports(fault_flag_limit=3)
+    stale = st(flags=0x4)  # the link is lost: the loop keeps looking at the last State it got
+    assert all(r.on_state(stale) is None for _ in range(10))
+    assert r.flag_states == {"FAULT": 1}
+    estopped = st(flags=0x1)
+    assert r.on_state(estopped).kind == "estop" and r.on_state(estopped).kind == "estop"  # still a stop
+    assert r.flag_states == {"FAULT": 1, "ESTOP": 1}
+
+
+def test_fault_flag_counts_only_when_commands_went_out():
+    r = DeviceReports(fault_flag_limit=2)
+    assert all(r.on_state(st(flags=0x4), commanded=False) is None for _ in range(5))  # link lost: nothing sent
+    assert r.on_state(st(flags=0x4), commanded=True) is None
+    assert r.on_state(st(flags=0x4), commanded=True).kind == "fault"
