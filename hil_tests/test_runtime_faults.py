@@ -259,3 +259,29 @@ def test_package_driving_into_the_limits_is_held_to_the_robots_box(kind, hostile
     assert len(cmds) == 40 and status["commands_rejected"] == 0 and status["limit_clamps"] == 0
     assert_all_safe(cmds)
     assert largest_step(cmds) <= MAX_STEP
+
+
+def test_sigterm_is_acted_on_whatever_the_period(tiny_package, emulator, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo, PYGAME_HIDE_SUPPORT_PROMPT="1")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", str(tiny_package), "--robot",
+                             f"serial:{emulator.port}", "--period", "10", "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and emulator.status()["plant_resets"] < 1:
+        time.sleep(0.1)  # the loop reset the plant: it is now waiting 10 s for its first tick
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 8.0  # not the rest of the 10 s period (plus the e-stop's own round trip)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["interrupted"] and s["estop"]["confirmed"] and "Traceback" not in err
+    assert emulator.status()["commands_applied"] == 0
+    assert device_estopped(emulator.port)
