@@ -181,7 +181,8 @@ def run_chunk(args: tuple) -> Result:
             core.receive(data[start:start + 512], now)
         for s, t in applied:
             raw = t.tobytes()
-            res.max_step = max(res.max_step, float(np.max(np.abs(t.astype(np.float64) - prev_target))))
+            jump = float(np.max(np.abs(t.astype(np.float64) - prev_target)))
+            res.max_step = max(res.max_step, jump)
             prev_target = np.clip(t, plant.lower, plant.upper).astype(np.float64)
             if sent.get(s) == raw:
                 res.genuine += 1
@@ -190,8 +191,7 @@ def run_chunk(args: tuple) -> Result:
             else:
                 res.foreign += 1
                 if len(res.foreign_examples) < 5:
-                    res.foreign_examples.append({"seq": s, "targets": t.tolist(),
-                                                 "jump": float(np.max(np.abs(t - prev_target)))})
+                    res.foreign_examples.append({"seq": s, "targets": t.tolist(), "jump": jump})
         res.applied += len(applied)
         applied.clear()
         res.commands += m
