@@ -94,10 +94,10 @@ def reference_platform() -> dict:
     import onnxruntime as ort
 
     return {"machine": platform.machine(), "system": platform.system(), "onnxruntime": ort.__version__,
-            "int8_dot_product": _dot_product_flags()}
+            "int8_dot_product": int8_kernel_flags()}
 
 
-def _dot_product_flags() -> list[str]:
+def int8_kernel_flags() -> list[str]:
     """CPU features that change onnxruntime's int8 kernels (x86 VNNI, ARM dot product)."""
     try:
         with open("/proc/cpuinfo") as fh:

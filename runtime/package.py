@@ -147,6 +147,16 @@ class Training:
 
 
 @dataclass
+class LockstepReference:
+    """In-process lock-step rollout of a shipped package, recorded on one class of CPU."""
+
+    precision: str
+    int8_kernels: list[str]  # CPU features that select onnxruntime's int8 kernels ([] = none of them)
+    max_rewards: list[float]
+    first_actions: list[list[float]]
+
+
+@dataclass
 class Evaluation:
     """Closed-loop score recorded after export (shipped packages), and the regression reference."""
 
@@ -163,6 +173,9 @@ class Evaluation:
     reference_episodes: int = 0
     reference_max_rewards: list[float] = field(default_factory=list)
     reference_first_actions: list[list[float]] = field(default_factory=list)
+    # the same reference per (precision, int8 kernel class): int8 results depend on the CPU's dot-product
+    # instructions (x86 VNNI or not, ARM dot product), so a machine checks against a reference of its own class
+    references: list[LockstepReference] = field(default_factory=list)
 
 
 @dataclass
