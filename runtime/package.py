@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.task_spec import MAX_DIM, MAX_HORIZON, MAX_IMAGE_SIDE, MAX_NAME_CHARS, PERIOD_S_RANGE, TaskSpec, TaskSpecError
+
 FORMAT = "imle-policy-package"
 FORMAT_VERSION = 1
 METHODS = ("rs_imle", "diffusion", "flow_matching")
@@ -35,15 +37,10 @@ MAX_JSON_DEPTH = 32  # nesting of [ and {; checked before json.loads can recurse
 MAX_FILE_BYTES = 512 << 20  # per graph or external-data file (the paper-size fp32 graph is ~250 MB)
 MAX_FILES = 16
 MAX_CANDIDATES = 4096
-MAX_HORIZON = 1024
-MAX_DIM = 1024  # state_dim, action.dim
-MAX_COND_DIM = 1 << 16
-MAX_IMAGE_SIDE = 4096
+MAX_COND_DIM = 1 << 16  # MAX_HORIZON, MAX_DIM (state_dim, action.dim), MAX_IMAGE_SIDE: runtime.task_spec
 MAX_PLAN_ELEMENTS = 1 << 22  # candidates x pred x action.dim floats per plan (16 MiB)
-PERIOD_S_RANGE = (0.001, 10.0)
 MAX_SAMPLER_STEPS = 1000  # sampler.steps and sampler.train_steps (DDPM runs every train step)
 MAX_TC_RESET_AFTER = 1_000_000
-MAX_NAME_CHARS = 256
 # sections that only record provenance and measurements (NaN is a legitimate "not measured" there)
 INFORMATIONAL = ("training", "parity", "evaluation")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -223,6 +220,9 @@ class Manifest:
     cond_dim: int | None = None  # baselines: width of the encoder's output
     evaluation: Evaluation | None = None  # shipped packages: recorded by trainer.evaluate.record
     golden: dict | None = None  # reference inputs and outputs per graph (runtime.golden checks them)
+    # the task (runtime.task_spec.TaskSpec.to_dict()): names, angles, period, action joints, success signal;
+    # None in packages exported before it existed (see get_task_spec)
+    task_spec: dict | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -319,6 +319,40 @@ class Manifest:
             within(s.steps, 1, s.train_steps if s.kind in ("ddpm", "ddim") else MAX_SAMPLER_STEPS, "sampler.steps")
             need(self.cond_dim is not None, "cond_dim", f"is required for a {self.method} package")
             within(self.cond_dim, 1, MAX_COND_DIM, "cond_dim")
+        if self.task_spec is not None:
+            self._check_task_spec()
+
+    def _check_task_spec(self) -> None:
+        """The task section parses and agrees with the fields the graphs were checked against."""
+        try:
+            t = TaskSpec.from_dict(self.task_spec)
+        except TaskSpecError as exc:
+            raise PackageError(f"manifest field 'task_spec': {exc}") from None
+
+        def agree(fld: str, value: Any, other: str, expected: Any) -> None:
+            if value != expected:
+                raise PackageError(f"manifest field 'task_spec.{fld}' is {_short(value)} but {other} is "
+                                   f"{_short(expected)}")
+
+        agree("observation.state.use", list(t.state.use), "obs.state_names", list(self.obs.state_names))
+        agree("action.names", list(t.action.names), "action.names", list(self.action.names))
+        h = self.horizons
+        agree("horizons", [t.horizons.obs, t.horizons.pred, t.horizons.action], "horizons [obs, pred, action]",
+              [h.obs, h.pred, h.action])
+        agree("task.period_s", t.period_s, "control.period_s", self.control.period_s)
+        shapes = [[im.shape[2], im.shape[0], im.shape[1]] for im in t.images]
+        agree("observation.images", shapes, "obs.image_shape as [C, H, W]",
+              [] if self.obs.image_shape is None else [list(self.obs.image_shape)])
+
+    def get_task_spec(self) -> TaskSpec:
+        """The package's task. A package exported before manifests carried one gets a task derived from its
+        observation and action names, horizons and period: no other columns, no angles, NO success signal
+        (never guessed from the task's name)."""
+        if self.task_spec is not None:
+            return TaskSpec.from_dict(self.task_spec)  # validated when the manifest was read
+        h = self.horizons
+        return TaskSpec.derived(self.task, self.obs.state_names, self.action.names, h.obs, h.pred, h.action,
+                                self.control.period_s, self.obs.image_shape)
 
     def file(self, role: str, precision: str) -> FileEntry | None:
         """The graph of ``role`` at ``precision``. A baseline's encoder falls back to fp32: a state
