@@ -3,6 +3,7 @@
 Prints the device path on the first stdout line, then runs until SIGINT/SIGTERM. Lines on stdin
 inject faults at run time; each is answered with one stdout line ("ok ..." or "error ..."):
     vanish SECONDS | silent SECONDS | reset | drop FRACTION | corrupt TX_ONE_IN RX_ONE_IN | status
+    hostile-state KIND COUNT   (the next COUNT States are hostile; KIND: short long noextras nan huge)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
-from .device import MALFORMED_CAPS, DeviceConfig, DeviceCore
+from .device import HOSTILE_STATES, MALFORMED_CAPS, DeviceConfig, DeviceCore
 from .faults import FaultConfig, FaultInjector
 from .pty_port import PtyPort
 
@@ -49,8 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--vanish-for", type=float, default=1.0, metavar="D")
     f.add_argument("--reset-after", type=float, metavar="T", help="emulate a firmware reset T s after the "
                    "first handshake")
+    f.add_argument("--hostile-states", action="append", default=[], type=parse_hostile, metavar="KIND:AFTER_S:COUNT",
+                   help="AFTER_S s after the first handshake, send COUNT hostile States of KIND "
+                        f"({', '.join(HOSTILE_STATES)}: one joint fewer, one more, no extras, a NaN position, "
+                        "a 1e30 position), then normal ones again; repeatable")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
     return p
+
+
+def parse_hostile(text: str) -> tuple[str, float, int]:
+    """KIND:AFTER_S:COUNT -> (kind, after_s, count); argparse shows a ValueError as a usage error."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in HOSTILE_STATES:
+        raise argparse.ArgumentTypeError(f"--hostile-states wants KIND:AFTER_S:COUNT with KIND one of "
+                                         f"{', '.join(HOSTILE_STATES)}, got {text!r}")
+    try:
+        after, count = float(parts[1]), int(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hostile-states AFTER_S must be a number and COUNT an integer, "
+                                         f"got {text!r}") from None
+    if not (math.isfinite(after) and after >= 0) or not 1 <= count <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"--hostile-states wants AFTER_S >= 0 and COUNT in [1, 1e9], got {text!r}")
+    return parts[0], after, count
 
 
 def log(msg: str) -> None:
@@ -84,6 +105,8 @@ class Emulator:
             self.timed.append((args.vanish_after, lambda now: self.cmd_vanish(now, args.vanish_for)))
         if args.reset_after is not None:
             self.timed.append((args.reset_after, self.cmd_reset))
+        for kind, after, count in args.hostile_states:
+            self.timed.append((after, lambda now, k=kind, c=count: self.cmd_hostile(now, k, c)))
 
     # ------------------------------------------------------------ fault commands
     def cmd_vanish(self, now: float, seconds: float) -> str:
@@ -102,6 +125,11 @@ class Emulator:
         log("firmware reset")
         return "ok reset"
 
+    def cmd_hostile(self, now: float, kind: str, count: int) -> str:
+        self.core.send_hostile_states(kind, count)
+        log(f"next {count} State(s) hostile: {kind}")
+        return "ok hostile-state"
+
     def command(self, line: str, now: float) -> str:
         parts = line.split()
         try:
@@ -117,10 +145,15 @@ class Emulator:
             if parts[0] == "corrupt":
                 self.faults.set_corruption(int(parts[1]), int(parts[2]))
                 return "ok corrupt"
+            if parts[0] == "hostile-state" and len(parts) == 3:
+                return self.cmd_hostile(now, parts[1], int(parts[2]))
             if parts[0] == "status":
                 st = self.core.status(now)
                 return "status " + json.dumps(dataclasses.asdict(st))
-        except (IndexError, ValueError):
+        except ValueError as exc:
+            if parts and parts[0] == "hostile-state":
+                return f"error {exc}"
+        except IndexError:
             pass
         return f"error bad command: {line.strip()!r}"
 

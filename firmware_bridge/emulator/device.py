@@ -18,6 +18,9 @@ from .faults import FaultInjector
 from .plant import PushTPlant
 
 MALFORMED_CAPS = ("truncated", "invalid")
+# Hostile States for fault campaigns (what a broken or malicious device might send): one joint fewer,
+# one more, no extras, a NaN position, a 1e30 position.
+HOSTILE_STATES = ("short", "long", "noextras", "nan", "huge")
 # Plain ints: IntFlag arithmetic costs microseconds per operation on the command path.
 _ESTOP, _HOLD, _FAULT, _LIMIT = (int(f) for f in (StatusFlags.ESTOP, StatusFlags.WATCHDOG_HOLD, StatusFlags.FAULT,
                                                   StatusFlags.LIMIT))
@@ -84,6 +87,9 @@ class DeviceCore:
         self._upper = np.asarray(plant.upper, np.float32)
         # Called with (seq, targets) for every applied JointCommand that carried targets (benchmarks).
         self.on_applied: Optional[Callable[[int, np.ndarray], None]] = None
+        self.hostile_kind: Optional[str] = None  # the next `hostile_left` States are of this kind
+        self.hostile_left = 0
+        self.hostile_sent = 0
         self._boot(now)
 
     # ----------------------------------------------------------------- lifecycle
@@ -112,6 +118,15 @@ class DeviceCore:
         """Emulate a firmware reset: the plant keeps its physical state, the firmware forgets everything."""
         self._now = now
         self._boot(now)
+
+    def send_hostile_states(self, kind: str, count: int) -> None:
+        """Make the next `count` States hostile (`kind` in HOSTILE_STATES), then normal again.
+        Only what goes on the wire changes: the plant and the device's own reference do not."""
+        if kind not in HOSTILE_STATES:
+            raise ValueError(f"hostile State kind must be one of {', '.join(HOSTILE_STATES)}, got {kind!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 1_000_000_000:
+            raise ValueError(f"hostile State count must be an integer in [0, 1e9], got {count!r}")
+        self.hostile_kind, self.hostile_left = (kind, count) if count else (None, 0)
 
     def go_silent(self, now: float, seconds: float) -> None:
         """Stop transmitting (no frames generated, sequence numbers do not advance) for `seconds`."""
@@ -346,8 +361,26 @@ class DeviceCore:
         return int((now - self.t0) * 1e6)
 
     def _send_state(self, now: float) -> None:
-        self._send(State(self.timestamp_us(now), self.plant.positions(), self.plant.extras(), int(self.flags),
-                         self.ack_seq))
+        positions, extras = self.plant.positions(), self.plant.extras()
+        if self.hostile_left > 0 and not self._is_silent():
+            positions, extras = self._hostile(positions, extras)
+        self._send(State(self.timestamp_us(now), positions, extras, int(self.flags), self.ack_seq))
+
+    def _hostile(self, positions: np.ndarray, extras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kind = self.hostile_kind
+        self.hostile_left -= 1
+        self.hostile_sent += 1
+        if self.hostile_left == 0:
+            self.hostile_kind = None
+        positions = np.array(positions, np.float32)
+        if kind == "short":
+            return positions[:-1], extras
+        if kind == "long":
+            return np.append(positions, positions[-1:]), extras
+        if kind == "noextras":
+            return positions, np.zeros(0, np.float32)
+        positions[0] = np.nan if kind == "nan" else np.float32(1e30)
+        return positions, extras
 
     def _send_capabilities(self, nonce: int) -> None:
         flags = CapabilityFlags.SIMULATED | (CapabilityFlags.LOCKSTEP if self.config.lockstep else 0)

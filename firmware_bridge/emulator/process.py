@@ -78,6 +78,10 @@ class EmulatorProcess:
     def set_corruption(self, tx_one_in: int, rx_one_in: int = 0) -> None:
         self.command(f"corrupt {int(tx_one_in)} {int(rx_one_in)}")
 
+    def hostile_states(self, kind: str, count: int) -> None:
+        """The next `count` States the device sends are hostile: kind short | long | noextras | nan | huge."""
+        self.command(f"hostile-state {kind} {int(count)}")
+
     def status(self) -> dict:
         """The device counters (DeviceStatus fields), read over stdin rather than the serial link."""
         return json.loads(self.command("status").split(" ", 1)[1])
@@ -120,10 +124,12 @@ class EmulatorProcess:
 def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int = 0, state_hz: float = 50.0,
                    corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
                    fault_seed: int = 0, malformed_caps: Optional[str] = None, command_log: Optional[str] = None,
-                   max_step: Optional[float] = None,
+                   max_step: Optional[float] = None, hostile_states: Sequence[str] = (),
                    extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
                    python: str = sys.executable) -> EmulatorProcess:
-    """Start `imle-emulator` in its own process and wait for its device path."""
+    """Start `imle-emulator` in its own process and wait for its device path.
+
+    hostile_states: "KIND:AFTER_S:COUNT" strings (see `imle-emulator --help`)."""
     workdir = tempfile.mkdtemp(prefix="imle-emu-")
     link = os.path.join(workdir, "tty")
     args = [python, "-m", "firmware_bridge.emulator.cli", "--mode", mode, "--watchdog-ms", str(watchdog_ms),
@@ -136,6 +142,8 @@ def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int 
         args += ["--command-log", command_log]
     if max_step is not None:
         args += ["--max-step", str(float(max_step))]
+    for spec in hostile_states:
+        args += ["--hostile-states", spec]
     env = dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])))
     stderr_path = os.path.join(workdir, "stderr.log")

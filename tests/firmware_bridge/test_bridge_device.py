@@ -360,3 +360,99 @@ def test_max_step_zero_disables_the_check() -> None:
     assert bench.take(Fault) == [] and bench.core.target.tolist() == [500.0, 10.0]
     with pytest.raises(ValueError, match="max_step"):
         DeviceConfig(max_step=float("nan"))
+
+
+# ----------------------------------------------------------------- hostile States (fault campaigns)
+@pytest.mark.parametrize("kind", ["short", "long", "noextras", "nan", "huge"])
+def test_hostile_states_then_normal_again(kind: str) -> None:
+    bench = Bench(watchdog_ms=0)
+    bench.connect()
+    bench.take(State)
+    bench.core.send_hostile_states(kind, 3)
+    bench.advance(0.2)                                     # ~10 States at 50 Hz
+    states = bench.take(State)
+    assert len(states) >= 6
+    hostile, normal = states[:3], states[3:]
+    for st in hostile:
+        n, k = len(st.positions), len(st.extras)
+        assert n == {"short": 1, "long": 3}.get(kind, 2)
+        assert k == (0 if kind == "noextras" else 4)
+        if kind == "nan":
+            assert np.isnan(st.positions[0]) and np.isfinite(st.positions[1])
+        elif kind == "huge":
+            assert st.positions[0] == np.float32(1e30)
+        else:
+            assert np.all(np.isfinite(st.positions))
+    for st in normal:
+        assert (len(st.positions), len(st.extras)) == (2, 4) and np.all(np.abs(st.positions) <= 512)
+    assert bench.core.hostile_sent == 3 and bench.core.hostile_left == 0
+    # Only the wire lies: the plant and the device's own target are untouched.
+    assert np.all(np.isfinite(bench.core.target)) and np.all(np.abs(bench.position()) <= 512)
+
+
+def test_hostile_states_in_lockstep_replace_the_command_reply() -> None:
+    bench = Bench(mode="lockstep")
+    bench.connect()
+    bench.take(State)
+    bench.core.send_hostile_states("short", 1)
+    here = np.float32(bench.position())
+    seq = bench.send(JointCommand(here + 5))
+    (st,) = bench.take(State)
+    assert st.ack_seq == seq and len(st.positions) == 1  # the reply itself is hostile
+    seq = bench.send(JointCommand(here + 10))
+    (st,) = bench.take(State)
+    assert len(st.positions) == 2
+
+
+@pytest.mark.parametrize("kind, count", [("bogus", 1), ("nan", -1), ("nan", 1.5), ("nan", True), ("nan", 10**10)])
+def test_hostile_states_bad_requests_are_refused(kind, count) -> None:
+    bench = Bench()
+    with pytest.raises(ValueError, match="hostile State"):
+        bench.core.send_hostile_states(kind, count)
+    assert bench.core.hostile_left == 0
+
+
+def test_hostile_states_zero_count_cancels() -> None:
+    bench = Bench()
+    bench.core.send_hostile_states("huge", 5)
+    bench.core.send_hostile_states("huge", 0)
+    assert bench.core.hostile_left == 0 and bench.core.hostile_kind is None
+
+
+@pytest.mark.parametrize("spec, ok", [
+    ("nan:0.5:3", ("nan", 0.5, 3)), ("short:0:1", ("short", 0.0, 1)),
+    ("bogus:1:1", None), ("nan:1", None), ("nan:x:1", None), ("nan:1:x", None), ("nan:-1:1", None),
+    ("nan:inf:1", None), ("nan:nan:1", None), ("nan:1:0", None), ("nan:1:1:1", None), ("", None)])
+def test_hostile_states_cli_option(spec, ok, capsys) -> None:
+    from firmware_bridge.emulator.cli import build_parser
+    if ok is not None:
+        assert build_parser().parse_args(["--hostile-states", spec]).hostile_states == [ok]
+        return
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--hostile-states", spec])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and "--hostile-states" in err[-1] and "Traceback" not in "".join(err)
+
+
+@pytest.mark.slow
+def test_hostile_states_over_a_pty() -> None:
+    """Both ways in: the CLI option (timed from the first handshake) and the stdin command."""
+    pytest.importorskip("serial")
+    from firmware_bridge.emulator import EmulatorError, start_emulator
+    from firmware_bridge.serial_link import SerialLink
+    with start_emulator("lockstep", state_hz=5.0, hostile_states=["long:0:2"]) as emu:
+        with SerialLink(emu.port, state_timeout_s=2.0, handshake_timeout_s=2.0) as link:
+            link.connect()
+            start = link.latest_state()
+            assert start is not None
+            here = np.float32(start.positions[:2])
+            lengths = [len(link.step(here).positions) for _ in range(4)]
+            assert 1 <= lengths.count(3) <= 2 and lengths[-1] == 2  # a keep-alive State may take one of the two
+            assert "ok hostile-state" == emu.command("hostile-state nan 1")
+            st = link.step(here)
+            assert np.isnan(st.positions[0]) and len(st.positions) == 2
+            assert np.all(np.isfinite(link.step(here).positions))
+            with pytest.raises(EmulatorError, match="hostile State kind"):
+                emu.hostile_states("bogus", 1)
+            with pytest.raises(EmulatorError, match="bad command"):
+                emu.command("hostile-state nan")
