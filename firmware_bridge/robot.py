@@ -6,7 +6,7 @@ from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from .protocol import Capabilities, Fault, State
+from .protocol import Capabilities, CapabilityFlags, Fault, State
 
 
 class LinkError(Exception):
@@ -88,3 +88,23 @@ class Robot(Protocol):
 
     @property
     def stats(self) -> LinkStats: ...
+
+
+@runtime_checkable
+class SimulatedRobot(Robot, Protocol):
+    """A robot whose plant is simulated (Capabilities flag SIMULATED): it can be reset to a seeded start,
+    and in lock-step (flag LOCKSTEP) one step() is one control step answered by the State it produced.
+
+    The runtime checks both this protocol (isinstance) and the device's flags: a link class may
+    implement the methods while the device behind it is real hardware (which refuses Reset).
+    """
+
+    def reset_plant(self, seed: int, initial_state: Optional[np.ndarray] = None, timeout: float = 1.0,
+                    retries: int = 3) -> State: ...
+
+    def step(self, targets: np.ndarray, timeout: float = 1.0) -> State: ...
+
+
+def is_simulated(robot: Robot, capabilities: Capabilities) -> bool:
+    """The device says its plant is simulated and the link can reset it."""
+    return bool(capabilities.flags & CapabilityFlags.SIMULATED) and isinstance(robot, SimulatedRobot)

@@ -179,8 +179,9 @@ def task_names_of(manifest: Any) -> TaskNames:
     # TODO(#17 tasks): use the Manifest's TaskSpec accessor once runtime/package.py has `task_spec`;
     # until then a manifest without the field is an older export.
     raw = getattr(manifest, "task_spec", None)
-    if raw is not None:
+    if isinstance(raw, dict):
         from runtime.task_spec import TaskSpec  # runtime's one TaskSpec (helper "tasks")
-        spec = raw if isinstance(raw, TaskSpec) else TaskSpec.from_dict(raw)
-        return TaskNames.from_task_spec(spec)
+        return TaskNames.from_task_spec(TaskSpec.from_dict(raw))
+    if raw is not None:  # already a TaskSpec
+        return TaskNames.from_task_spec(raw)
     return TaskNames.from_manifest_names(manifest.obs.state_names, manifest.action.names)

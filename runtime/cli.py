@@ -1,6 +1,7 @@
 """`imle-run`: run a policy package on a robot with the fixed-period control loop.
 
     imle-run PACKAGE --robot serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST
+             [--robot TYPE --robot.FIELD VALUE ...] [--obs-map POLICY=ROBOT,...] [--joint-map TASK=ROBOT,...]
              [--episodes N] [--seed S] [--precision int8|fp32] [--candidates N] [--threads T]
              [--max-steps 300] [--out DIR] [--save-media] [--robot-config FILE]
              [--on-device-fault stop|hold] [--release-estop] [--takeover]
@@ -47,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Run an exported IMLE policy package on a robot.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package", help="model package directory (manifest.json + ONNX files)")
-    p.add_argument("--robot", required=True, metavar="SPEC",
-                   help="serial:/dev/ttyACM0 | emulator | emulator-lockstep | franka:HOST")
+    from runtime.robots import add_robot_arguments
+    add_robot_arguments(p)
+    p.add_argument("--obs-map", default=None, metavar="POLICY=ROBOT,...",
+                   help="read the policy's observation POLICY from the robot's joint or extra ROBOT (names must "
+                        "otherwise match exactly; overrides the robot config's [obs_map])")
+    p.add_argument("--joint-map", default=None, metavar="TASK=ROBOT,...",
+                   help="the task's joint TASK is the robot's joint ROBOT (overrides the robot config's [joint_map])")
     p.add_argument("--episodes", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="episode i resets a simulated plant with seed S+i and "
                    "plans with policy seed S+i (as imle-eval)")
@@ -77,15 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "handover (default: from measured latency)")
     s = p.add_argument_group("safety")
     s.add_argument("--robot-config", metavar="FILE", default=None,
-                   help="the operator's robot configuration (TOML): per-joint lower/upper/max_velocity/max_step "
-                        "by joint name, and [loop] state_margin, max_bad_states, on_device_fault")
+                   help="the operator's robot configuration (TOML): [robot] type and fields, [obs_map], [joint_map], "
+                        "per-joint lower/upper/max_velocity/max_step by joint name, and [loop] state_margin, "
+                        "max_bad_states, on_device_fault")
     s.add_argument("--on-device-fault", choices=("stop", "hold"), default=None,
                    help="when the device refuses a command or reports a fault: stop the run (e-stop) or hold "
                         "and go on (default: the robot config's, else stop)")
     s.add_argument("--release-estop", action="store_true",
                    help="the device's e-stop is engaged from before: release it (confirmed) and run")
     s.add_argument("--takeover", action="store_true",
-                   help="take the device over from another host's session that is still alive")
+                   help="take the device over from another host's session that is still alive (= --robot.takeover)")
     p.add_argument("--camera", choices=("picamera", "standin"), default=None,
                    help="camera for image policies (standin: synthetic frames)")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
@@ -116,11 +123,11 @@ class StatusLine:
 
     def _line(self) -> str:
         s = self.loop.status
-        cov = "-" if math.isnan(s.coverage) else f"{s.coverage:.2f}"
+        prog = "-" if math.isnan(s.progress) else f"{s.progress:.2f}"
         jit = "-" if math.isnan(s.jitter_ms) else f"{s.jitter_ms:.2f}"
         plan = "-" if math.isnan(s.plan_ms) else f"{s.plan_ms:.1f}"
         link = "ok" if s.link_ok else "LOST"
-        return (f"episode {s.episode + 1}/{self.episodes} step {s.step}/{self.max_steps} coverage {cov} "
+        return (f"episode {s.episode + 1}/{self.episodes} step {s.step}/{self.max_steps} progress {prog} "
                 f"jitter {jit} ms plan {plan} ms held {s.held} dropped {s.dropped} link {link}")
 
     def _run(self) -> None:
@@ -239,7 +246,8 @@ def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: 
     write_summary_json(summary, out / "summary.json")
     written.append("summary.json")
     caps = loop.caps
-    loop.log.write_csv(out / "steps.csv", loop.shape.action_names, caps.joint_names, caps.extra_names)
+    loop.log.write_csv(out / "steps.csv", loop.shape.action_names, caps.joint_names, caps.extra_names,
+                       loop.actions.index)
     written.append("steps.csv")
     if plot_timing(stats, out / "timing.png"):
         written.append("timing.png")
@@ -261,7 +269,41 @@ def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: 
     return written
 
 
+def _robot_settings(args: argparse.Namespace, robot_config: Any) -> Any:
+    """The robot configuration: the robot config's [robot] table < --robot < --robot.FIELD (and --takeover)."""
+    from dataclasses import replace
+
+    from runtime.robots import EmulatorConfig, RobotSpecError, SerialConfig, build_settings, cli_values
+    try:
+        settings, notes = build_settings(args.robot, cli_values(args),
+                                         robot_config.robot if robot_config is not None else None)
+        if args.takeover:
+            if not isinstance(settings, (SerialConfig, EmulatorConfig)):  # sessions are the serial protocol's
+                raise RobotSpecError("--takeover applies to serial devices (serial:PORT, emulator), not "
+                                     f"{settings.label()}")
+            settings = replace(settings, takeover=True)
+        settings.check()  # a typo in --robot is reported before the package is loaded
+    except RobotSpecError as exc:
+        raise UserError(str(exc)) from None
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    return settings
+
+
+def _name_maps(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
+    from runtime.binding import MappingError, parse_name_map
+    try:
+        return parse_name_map(args.obs_map, "--obs-map"), parse_name_map(args.joint_map, "--joint-map")
+    except MappingError as exc:
+        raise UserError(str(exc)) from None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    from runtime.robots import unknown_robot_options
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = unknown_robot_options(argv)
+    if unknown:
+        return _fail(unknown)
     args = build_parser().parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1:
         return _fail("--episodes and --max-steps must be >= 1")
@@ -274,14 +316,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         stall_step, stall_s = _parse_stall(args.inject_stall)
         jump_step, jump_px, jump_count = _parse_jump(args.inject_jump)
         _check_period_arg(args.period)
-        from runtime.robots import RobotSpecError, check_spec, parse_spec
-        try:
-            check_spec(args.robot)  # a typo in --robot is reported before the package is loaded
-        except RobotSpecError as exc:
-            raise UserError(str(exc)) from None
-        if args.takeover and parse_spec(args.robot)[0] == "franka":
-            raise UserError("--takeover applies to serial devices (serial:PORT, emulator), not franka:HOST")
+        obs_map, joint_map = _name_maps(args)
         robot_config = _load_robot_config(args.robot_config)
+        settings = _robot_settings(args, robot_config)
         _check_out_dir(args.out)
         policy = _load_policy(args)
         from runtime.safety import SafetyConfigError, check_period
@@ -291,21 +328,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         except SafetyConfigError as exc:
             raise UserError(str(exc)) from None
         from firmware_bridge.robot import LinkError
-        from runtime.robots import make_robot
-        link_options = {"takeover": True} if args.takeover else None
+        from runtime import robots
         try:
-            handle = make_robot(args.robot, emulator_options={"state_hz": max(50.0, 1.0 / period)},
-                                link_options=link_options)
-        except (RobotSpecError, LinkError) as exc:
+            handle = robots.make_robot(settings, period_s=period)
+        except (robots.RobotSpecError, LinkError) as exc:
             raise UserError(str(exc)) from None
-        except TypeError as exc:  # a link without the takeover option
-            raise UserError(f"--takeover is not supported by this robot link ({_one_line(exc)})") from None
 
         from runtime.loop import ControlLoop, FaultInjection, LoopConfig, LoopError
         config = LoopConfig(episodes=args.episodes, base_seed=args.seed, max_steps=args.max_steps, period_s=period,
                             lockstep=handle.lockstep, lead_ticks=args.lead, spin_s=args.spin_ms / 1e3,
                             realtime_priority=args.rt_priority, robot_config=robot_config,
                             on_device_fault=args.on_device_fault, release_estop=args.release_estop,
+                            obs_map=obs_map, joint_map=joint_map,
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
                                                   nan_plan=args.inject_nan_plan, jump_at_step=jump_step,
                                                   jump_px=jump_px, jump_count=jump_count))
@@ -345,7 +379,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         from runtime.stats import summary_table
         summary = stats.summary()
-        summary.update({"package": str(Path(args.package).resolve()), "robot": args.robot,
+        summary.update({"package": str(Path(args.package).resolve()), "robot": handle.spec,
                         "precision": policy.precision, "candidates": policy.candidates, "threads": args.threads,
                         "temporal_consistency": policy.temporal_consistency,
                         "tc_reset_after": policy.tc_reset_after, "device": args.device,

@@ -12,14 +12,20 @@ sending a burst of late commands.
 Lock-step mode (the emulator's lockstep plant): no wall clock. Each step plans synchronously when
 due, sends one command and waits for the State it produced, so the commanded actions equal an
 in-process evaluation with the same seeds (history of To states padded at episode start by
-repeating the first; plan every Ta steps; execute chunk[To-1 : To-1+Ta]).
+repeating the first; plan every Ta steps; execute chunk[To-1 : To-1+Ta], runtime.chunks).
 
-    stats = run_episodes(policy, robot, LoopConfig(episodes=5, lockstep=True))
+The contract is typed: the policy is a :class:`PolicyLike`, the robot a firmware_bridge.robot.Robot
+(a simulated plant, flag SIMULATED, also a SimulatedRobot: reset_plant/step), described by its
+Capabilities. The task's names are bound to the robot's strictly by name (runtime.binding): what the
+policy observes, which joint each action dimension commands, and the task's success signal, whose
+value the loop reports as "progress" and which ends an episode with success at its threshold.
+
+    stats = run_episodes(policy, robot, LoopConfig(episodes=5, lockstep=True), robot.connect())
 """
 from __future__ import annotations
 
+import enum
 import gc
-import inspect
 import math
 import os
 import sys
@@ -27,19 +33,26 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from firmware_bridge.protocol import Capabilities, State, StatusFlags
+from firmware_bridge.robot import Robot, SimulatedRobot, is_simulated
+from runtime.binding import ActionMapper, MappingError, TaskNames, task_names_of
+from runtime.chunks import executed_rows
 from runtime.device_reports import DeviceReports, Verdict
 from runtime.robot_config import (DEFAULT_MAX_BAD_STATES, DEFAULT_STATE_MARGIN, FAULT_POLICIES, RobotConfig,
                                   RobotConfigError)
 from runtime.safety import (FilterResult, LinkWatch, SafetyConfigError, SafetyFilter, check_period,
                             effective_limits)
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, PlanResult, lead_ticks
-from runtime.sensors import ObservationHistory, StateMapper
+from runtime.sensors import FrameSource, ObservationHistory, StateMapper
 from runtime.state_check import StateCheck
 from runtime.stats import EpisodeStats, RunStats, StepLog, StepRecord
+
+if TYPE_CHECKING:
+    from runtime.package import Manifest
 
 
 @dataclass
@@ -64,7 +77,7 @@ class LoopConfig:
     max_steps: int = 300                  # commands per episode (Push-T: 300)
     period_s: Optional[float] = None      # None: the package's control.period_s
     lockstep: bool = False
-    success_coverage: Optional[float] = 0.95  # end an episode when the "coverage" extra reaches it
+    end_on_success: bool = True           # end an episode when the task's success signal reaches its threshold
     lead_ticks: Optional[int] = None      # ticks between a plan's request and its handover; None: measured
     lead_margin_s: float = 0.002          # added to the worst recent plan latency when choosing the lead
     use_tail: bool = True                 # run the previous plan's tail while a new plan is late
@@ -93,6 +106,8 @@ class LoopConfig:
     estop_retry_s: float = 0.05            # pause between e-stop attempts
     first_state_timeout_s: float = 1.0     # at start: wait this long for a State to check the e-stop flag
     wait_slice_s: float = 0.05             # sleeps are cut into slices this long (Ctrl-C is seen within one)
+    obs_map: dict[str, str] = field(default_factory=dict)    # policy observation -> robot name (operator's)
+    joint_map: dict[str, str] = field(default_factory=dict)  # task joint -> robot joint (operator's)
     faults: FaultInjection = field(default_factory=FaultInjection)
 
 
@@ -101,13 +116,41 @@ class LiveStatus:
     """What the status line shows; written by the loop, read by another thread."""
     episode: int = 0
     step: int = 0
-    coverage: float = math.nan
+    progress: float = math.nan        # the task's success signal (NaN: the task declares none)
     jitter_ms: float = math.nan       # worst jitter over the last second
     plan_ms: float = math.nan         # latest plan latency
     held: int = 0
     dropped: int = 0
     link_ok: bool = True
     done: bool = False
+
+
+@runtime_checkable
+class PolicyLike(Protocol):
+    """What the loop uses of a runtime.Policy. plan() returns a chunk [Tp, A] (row To-1 is now);
+    reset(seed) starts an episode (with a seed: the random stream of a fresh Policy(seed=seed))."""
+    manifest: "Manifest"
+    seed: int
+    last_plan_info: dict[str, Any]
+
+    @property
+    def obs_horizon(self) -> int: ...
+
+    @property
+    def pred_horizon(self) -> int: ...
+
+    @property
+    def action_horizon(self) -> int: ...
+
+    @property
+    def action_dim(self) -> int: ...
+
+    @property
+    def state_dim(self) -> int: ...
+
+    def plan(self, obs_state: np.ndarray, obs_image: Optional[np.ndarray] = None) -> np.ndarray: ...
+
+    def reset(self, seed: Optional[int] = None) -> None: ...
 
 
 @dataclass
@@ -119,21 +162,23 @@ class PolicyShape:
     action_dim: int
     state_dim: int
     period_s: float
-    state_names: list[str]
-    action_names: list[str]
+    task: TaskNames
     action_low: Optional[list[float]]
     action_high: Optional[list[float]]
     image_shape: Optional[tuple[int, ...]]  # [3, H, W] per frame
 
+    @property
+    def action_names(self) -> list[str]:
+        return list(self.task.action_names)
+
     @classmethod
-    def of(cls, policy: Any) -> "PolicyShape":
+    def of(cls, policy: PolicyLike, task: Optional[TaskNames] = None) -> "PolicyShape":
         m = policy.manifest
-        obs, act = m.obs, m.action
-        image = getattr(obs, "image_shape", None)
+        image = m.obs.image_shape
+        task = task if task is not None else task_names_of(m)
         return cls(policy.obs_horizon, policy.pred_horizon, policy.action_horizon, policy.action_dim,
-                   policy.state_dim, float(m.control.period_s), list(getattr(obs, "state_names", []) or []),
-                   list(getattr(act, "names", []) or [f"a{i}" for i in range(policy.action_dim)]),
-                   getattr(act, "low", None), getattr(act, "high", None), tuple(image) if image else None)
+                   policy.state_dim, float(m.control.period_s), task, m.action.low, m.action.high,
+                   tuple(image) if image else None)
 
 
 class LoopError(RuntimeError):
@@ -143,16 +188,21 @@ class LoopError(RuntimeError):
 class ControlLoop:
     """Drives one robot with one policy for a number of episodes. Call run() once."""
 
-    def __init__(self, policy: Any, robot: Any, config: LoopConfig, capabilities: Any = None,
-                 camera: Any = None, policy_factory: Optional[Callable[[int], Any]] = None) -> None:
+    def __init__(self, policy: PolicyLike, robot: Robot, config: LoopConfig, capabilities: Capabilities,
+                 camera: Optional[FrameSource] = None, task: Optional[TaskNames] = None) -> None:
+        """`capabilities`: what the connected robot said it is (robot.connect()). `task`: the names to
+        bind (default: the package's task_spec, runtime.binding.task_names_of)."""
         self.policy = policy
-        self.policy_factory = policy_factory
         self.robot = robot
         self.config = config
-        self.shape = PolicyShape.of(policy)
-        self.caps = capabilities if capabilities is not None else getattr(robot, "capabilities", None)
-        if self.caps is None:
-            raise LoopError("the robot is not connected (no capabilities)")
+        if not isinstance(capabilities, Capabilities):
+            raise LoopError("the robot is not connected (no Capabilities)")
+        self.caps = capabilities
+        self.simulated = is_simulated(robot, capabilities)
+        try:
+            self.shape = PolicyShape.of(policy, task)
+        except MappingError as exc:
+            raise LoopError(str(exc)) from None
         try:
             if config.period_s is not None:
                 self.period = check_period(config.period_s, "--period")
@@ -161,13 +211,24 @@ class ControlLoop:
         except SafetyConfigError as exc:
             raise LoopError(str(exc)) from None
         sh = self.shape
-        if self.caps.joint_count != sh.action_dim:
-            raise LoopError(f"the policy commands {sh.action_dim} joints but the robot has {self.caps.joint_count} "
-                            f"({', '.join(self.caps.joint_names)})")
-        self.mapper = StateMapper(sh.state_dim, sh.state_names, self.caps.joint_names, self.caps.extra_names)
+        t = sh.task
+        if len(t.action_names) != sh.action_dim or len(t.obs_names) != sh.state_dim:
+            raise LoopError(f"the task names {len(t.obs_names)} observations and {len(t.action_names)} action "
+                            f"dimensions; the policy's graphs take {sh.state_dim} and make {sh.action_dim}")
         rc = config.robot_config
+        # The operator's mappings: the robot config's tables, overridden entry by entry by the command line.
+        obs_map = {**(rc.obs_map if rc is not None else {}), **config.obs_map}
+        joint_map = {**(rc.joint_map if rc is not None else {}), **config.joint_map}
         try:
-            limits = effective_limits(self.caps, self.period, rc, {"low": sh.action_low, "high": sh.action_high})
+            self.mapper = StateMapper(t.obs_names, self.caps.joint_names, self.caps.extra_names, obs_map,
+                                      t.success_signal if t.success_threshold is not None else None)
+            self.actions = ActionMapper(t.action_joints, self.caps.joint_names, joint_map)
+        except MappingError as exc:
+            raise LoopError(str(exc)) from None
+        try:
+            limits = effective_limits(self.caps, self.period, rc,
+                                      {"low": self.actions.limits_to_robot(sh.action_low),
+                                       "high": self.actions.limits_to_robot(sh.action_high)})
         except (SafetyConfigError, RobotConfigError) as exc:
             raise LoopError(str(exc)) from None
         self.safety = SafetyFilter(limits)
@@ -196,6 +257,10 @@ class ControlLoop:
         self.stats.limits.update({"on_device_fault": self.fault_policy, "state_margin": self.state_check.margin_fraction,
                                   "max_bad_states": self.state_check.max_bad,
                                   "robot_config": rc.as_dict() if rc is not None else None})
+        self.stats.task = {"source": t.source, "success_signal": t.success_signal,
+                           "success_threshold": t.success_threshold,
+                           "observations": dict(zip(t.obs_names, self.mapper.sources)),
+                           "action_joints": dict(zip(t.action_names, self.actions.targets))}
         self.log = StepLog(config.log_steps)
         self.status = LiveStatus()
         self._estop_requested = False
@@ -209,7 +274,7 @@ class ControlLoop:
         self.planner: Optional[Planner] = None
         if not config.lockstep:
             self.planner = Planner(self._plan_fn, lambda: self.policy.reset(), nice=config.planner_nice,
-                                   info_fn=lambda: getattr(self.policy, "last_plan_info", {}))
+                                   info_fn=lambda: self.policy.last_plan_info)
 
     # ------------------------------------------------------------------ control from outside
     def request_estop(self) -> None:
@@ -235,25 +300,17 @@ class ControlLoop:
 
     def _seed_policy(self, seed: int) -> None:
         """Give the episode its own policy random stream (seed base_seed + episode), as the in-process
-        evaluation does: policy.reset(seed=...) when the Policy takes one, else a fresh Policy from
-        `policy_factory`. Without either, the stream simply continues (noted in the settings).
-        Call only while the planner is idle."""
+        evaluation does (policy.reset(seed=...)). Call only while the planner is idle."""
         if not self.config.seed_policy_per_episode:
             return
-        if getattr(self.policy, "seed", None) == seed and self._plans_made == 0 and not self._warmed:
+        if self.policy.seed == seed and self._plans_made == 0 and not self._warmed:
             return  # a fresh policy made with this very seed
-        try:
-            takes_seed = "seed" in inspect.signature(self.policy.reset).parameters
-        except (TypeError, ValueError):
-            takes_seed = False
-        if takes_seed:
-            self.policy.reset(seed=seed)
-            self.stats.settings["policy_seeding"] = "reset(seed)"
-        elif self.policy_factory is not None:
-            self.policy = self.policy_factory(seed)
-            self.stats.settings["policy_seeding"] = "new Policy per episode"
-        else:
-            self.stats.settings["policy_seeding"] = "one stream for the run (no reset(seed), no factory)"
+        self.policy.reset(seed=seed)
+        self.stats.settings["policy_seeding"] = "reset(seed)"
+
+    def _to_robot(self, action: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """A planned action (task order) as joint targets in the robot's order; None stays None (hold)."""
+        return None if action is None else self.actions.to_robot(action)
 
     def _images_for_policy(self) -> Optional[np.ndarray]:
         imgs = self.history.images()
@@ -263,22 +320,19 @@ class ControlLoop:
         return None if self.camera is None else self.camera.latest()
 
     # ------------------------------------------------------------------ robot helpers
-    def _reset_plant(self, seed: int) -> Any:
-        reset = getattr(self.robot, "reset_plant", None)
-        caps_flags = int(getattr(self.caps, "flags", 0))
-        if reset is not None and caps_flags & 0x02:  # CapabilityFlags.SIMULATED
-            return reset(seed, timeout=self.config.reset_timeout_s)
+    def _reset_plant(self, seed: int) -> Optional[State]:
+        if self.simulated and isinstance(self.robot, SimulatedRobot):  # the isinstance is for the type checker
+            return self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
         return self.robot.latest_state()  # hardware: the episode starts where the robot is
 
     def _send(self, targets: np.ndarray) -> Optional[int]:
         self._commanded = True
         return self.robot.send_command(targets)
 
-    def _step_lockstep(self, targets: np.ndarray) -> Any:
+    def _step_lockstep(self, targets: np.ndarray) -> State:
         self._commanded = True
-        step = getattr(self.robot, "step", None)
-        if step is not None:
-            return step(targets, timeout=self.config.step_timeout_s)
+        if self.simulated and isinstance(self.robot, SimulatedRobot):
+            return self.robot.step(targets, timeout=self.config.step_timeout_s)
         seq = self.robot.send_command(targets)
         if seq is None:
             raise ConnectionError("could not send the command")
@@ -310,8 +364,7 @@ class ControlLoop:
             st = self.robot.latest_state()
         except Exception:
             return False
-        return (st is not None and bool(int(getattr(st, "flags", 0)) & 0x0001)
-                and getattr(st, "rx_time", math.nan) >= t0)
+        return st is not None and bool(st.flags & StatusFlags.ESTOP) and st.rx_time >= t0
 
     def _engage_estop(self, reason: str = "") -> bool:
         """Engage the e-stop and retry until the device confirms it or `estop_confirm_s` has passed.
@@ -354,20 +407,18 @@ class ControlLoop:
                     st = self.robot.latest_state()
                 except Exception:
                     st = None
-                if st is not None and not int(getattr(st, "flags", 0)) & 0x0001 and getattr(st, "rx_time", t0) >= t0:
+                if st is not None and not st.flags & StatusFlags.ESTOP and st.rx_time >= t0:
                     return True
             time.sleep(cfg.estop_retry_s)
         return False
 
-    def _first_state(self) -> Any:
+    def _first_state(self) -> Optional[State]:
         st = self.robot.latest_state()
         if st is None:
-            wait = getattr(self.robot, "wait_state", None)
-            if wait is not None:
-                try:
-                    st = wait(timeout=self.config.first_state_timeout_s)
-                except Exception:  # no State yet: the loop's link watch handles a silent device
-                    st = None
+            try:
+                st = self.robot.wait_state(timeout=self.config.first_state_timeout_s)
+            except Exception:  # no State yet: the loop's link watch handles a silent device
+                st = None
         return st
 
     def preflight(self) -> bool:
@@ -375,7 +426,7 @@ class ControlLoop:
         asked to release it (--release-estop), and then only after the device confirmed the release."""
         st = self._first_state()
         self.stats.settings["release_estop"] = self.config.release_estop
-        if st is None or not int(getattr(st, "flags", 0)) & 0x0001:
+        if st is None or not st.flags & StatusFlags.ESTOP:
             return True
         if not self.config.release_estop:
             self.stats.stop_reason = ("the device's e-stop is engaged: make the robot safe, then run again with "
@@ -387,7 +438,7 @@ class ControlLoop:
         self.stats.settings["estop_released_at_start"] = True
         return True
 
-    def _device_verdict(self, state: Any) -> Optional[Verdict]:
+    def _device_verdict(self, state: Optional[State]) -> Optional[Verdict]:
         """Drain the device's Faults and look at the State's flags; counts go into the run statistics."""
         ours = self.safety.estopped
         v1 = self.reports.on_faults(self.reports.drain(self.robot), ours)
@@ -523,20 +574,21 @@ class ControlLoop:
         self.status.done = True
 
     # ------------------------------------------------------------------ shared tick pieces
-    def _observe(self, state: Any, ep: EpisodeStats) -> tuple[bool, float]:
-        """Push the State into the history; returns (task succeeded, coverage)."""
+    def _observe(self, state: State, ep: EpisodeStats) -> tuple[bool, float]:
+        """Push the State into the history; returns (the task succeeded, its success signal's value)."""
         self.history.push(self.mapper(state.positions, state.extras), self._frame())
-        cov = self.mapper.progress(state.extras)
-        if cov is None:
+        value = self.mapper.progress(state.positions, state.extras)
+        thr = self.shape.task.success_threshold
+        if value is None or thr is None:
             return False, math.nan
-        ep.final_coverage = cov
-        ep.max_coverage = cov if math.isnan(ep.max_coverage) else max(ep.max_coverage, cov)
-        self.status.coverage = cov
-        thr = self.config.success_coverage
-        return thr is not None and cov >= thr, cov
+        if math.isfinite(value):  # a State check lets only finite values through; never count NaN as progress
+            ep.final_progress = value
+            ep.max_progress = value if math.isnan(ep.max_progress) else max(ep.max_progress, value)
+        self.status.progress = value
+        return self.config.end_on_success and value >= thr, value
 
     def _record(self, ep: int, step: int, tick: int, deadline: float, start: float, source: str, plan_id: int,
-                action: Optional[np.ndarray], fr: Optional[FilterResult], state: Any) -> None:
+                action: Optional[np.ndarray], fr: Optional[FilterResult], state: Optional[State]) -> None:
         if not self.log.enabled:
             return
         self.log.add(StepRecord(ep, step, tick, deadline - self._run_t0, start - self._run_t0,
@@ -557,7 +609,6 @@ class ControlLoop:
         held0, dropped0 = c.held_ticks, self.schedule.dropped
         actions: Optional[np.ndarray] = None
         plan_id = -1
-        start = sh.obs_horizon - 1
         step = 0
         while True:
             if self._aborted(ep):
@@ -598,7 +649,7 @@ class ControlLoop:
                 t0 = time.perf_counter()
                 try:
                     chunk = np.asarray(self._plan_fn(self.history.states(), self._images_for_policy()), np.float32)
-                    actions = chunk[start:start + sh.action_horizon]
+                    actions = executed_rows(chunk, sh.obs_horizon, sh.action_horizon)
                     plan_id += 1
                 except Exception:  # a failed plan is never executed: hold for this plan's steps
                     c.plan_errors += 1
@@ -615,7 +666,7 @@ class ControlLoop:
                 fr = self.safety.hold(state.positions)
                 c.fault_holds += 1
             else:
-                fr = self.safety.filter(action, state.positions)
+                fr = self.safety.filter(self._to_robot(action), state.positions)
             if action is None or fr.held:
                 c.held_ticks += 1
             source = "fault-hold" if fault_hold else ("plan" if action is not None else "hold")
@@ -635,7 +686,7 @@ class ControlLoop:
         ep.dropped_actions = self.schedule.dropped - dropped0
         ep.wall_s = time.monotonic() - t_ep
 
-    def _lockstep_send(self, ep: EpisodeStats, command: np.ndarray) -> Any:
+    def _lockstep_send(self, ep: EpisodeStats, command: np.ndarray) -> Optional[State]:
         """Send one command and return the State it produced; on link trouble wait for the link to come
         back and go on from its State. None when the link is gone for good (the run stops)."""
         try:
@@ -650,7 +701,7 @@ class ControlLoop:
             self.watch.check(True, state, state.rx_time)
             return state
 
-    def _wait_link(self, ep: EpisodeStats) -> Any:
+    def _wait_link(self, ep: EpisodeStats) -> Optional[State]:
         """Block (lock-step only) until the link is healthy again; its latest State, or None on give-up."""
         give_up = time.monotonic() + self.config.link_give_up_s
         while time.monotonic() < give_up and not (self._estop_requested or self._stop_requested):
@@ -688,7 +739,7 @@ class ControlLoop:
         down = np.clip(command - f.jump_px, lo, hi)
         return np.where(np.abs(up - command) >= np.abs(down - command), up, down).astype(np.float32)
 
-    def _warm_up(self, state: Any, plans: int = 2) -> None:
+    def _warm_up(self, state: State, plans: int = 2) -> None:
         """Plan a couple of times before the first tick (the planner thread is idle): onnxruntime's
         first runs are slow, and the measured latency sets the first plans' lead."""
         if self.state_check.problem(state) is not None:
@@ -817,7 +868,7 @@ class ControlLoop:
                 self._accept(res, k)
             slot = self.schedule.take(k)
             action = slot.action if slot is not None else None
-            fr = self.safety.filter(action, state.positions)
+            fr = self.safety.filter(self._to_robot(action), state.positions)
             if fr.command is not None:
                 if self._send(self._injected_jump(ep, step, fr.command)) is None:
                     c.send_failures += 1
@@ -881,23 +932,23 @@ def _set_fifo(tid: int, priority: int) -> bool:
         return False
 
 
-def _link_stats(robot: Any) -> dict[str, Any]:
+def _link_stats(robot: Robot) -> dict[str, Any]:
     st = robot.stats
-    d = asdict(st) if hasattr(st, "__dataclass_fields__") else dict(st)
+    d = asdict(st)
     d.pop("last_fault", None)
-    lf = getattr(st, "last_fault", None)
+    lf = st.last_fault
     if lf is not None:
-        d["last_fault"] = f"{getattr(lf.code, 'name', lf.code)}: {lf.text}"
+        d["last_fault"] = f"{lf.code.name if isinstance(lf.code, enum.Enum) else lf.code}: {lf.text}"
     return d
 
 
-def run_episodes(policy: Any, robot: Any, config: LoopConfig, capabilities: Any = None,
-                 camera: Any = None, on_start: Optional[Callable[[ControlLoop], None]] = None,
-                 policy_factory: Optional[Callable[[int], Any]] = None) -> RunStats:
-    """Run `config.episodes` episodes of `policy` on a connected `robot`; the run's statistics.
-    `on_start(loop)` is called before the first tick (to hook up e-stop handling or a status line);
-    `policy_factory(seed)` makes the policy of each episode when Policy.reset takes no seed."""
-    loop = ControlLoop(policy, robot, config, capabilities, camera, policy_factory)
+def run_episodes(policy: PolicyLike, robot: Robot, config: LoopConfig, capabilities: Capabilities,
+                 camera: Optional[FrameSource] = None, on_start: Optional[Callable[[ControlLoop], None]] = None,
+                 task: Optional[TaskNames] = None) -> RunStats:
+    """Run `config.episodes` episodes of `policy` on a connected `robot` (`capabilities`: what its
+    connect() returned); the run's statistics. `on_start(loop)` is called before the first tick (to hook
+    up e-stop handling or a status line)."""
+    loop = ControlLoop(policy, robot, config, capabilities, camera, task)
     try:
         if on_start is not None:
             on_start(loop)

@@ -4,6 +4,16 @@ The robot's limits belong to the robot: this file is where the operator narrows 
 declares (Capabilities) and sets the loop's safety settings. A package can only narrow further.
 
     # robot.toml
+    [robot]                    # which robot (optional; imle-run's --robot / --robot.FIELD override it)
+    type = "serial"            # serial | emulator | franka (runtime.robots)
+    port = "/dev/ttyACM0"      # that type's fields
+
+    [obs_map]                  # policy observation name = robot name (only where they differ)
+    block_angle = "block_theta"
+
+    [joint_map]                # task joint name = robot joint name (only where they differ)
+    agent_x = "x"
+
     [loop]
     state_margin = 0.05        # a State may lie this fraction of a joint's range outside its limits
     max_bad_states = 5         # stop the run after this many invalid States in a row
@@ -18,7 +28,8 @@ declares (Capabilities) and sets the loop's safety settings. A package can only 
 
 Every value is checked when the file is read: unknown keys, non-numbers, non-finite numbers,
 lower >= upper and non-positive rates are refused with one line naming the file, joint, key and
-value. Naming a joint the robot does not have is refused when the robot is known (check_joints).
+value. Naming a joint the robot does not have is refused when the robot is known (check_joints);
+the name maps are checked against the task and the robot when the loop binds them (runtime.binding).
 """
 from __future__ import annotations
 
@@ -27,6 +38,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from runtime.binding import MAX_MAP_ENTRIES, MappingError, check_name_map_entry
+from runtime.robots import RobotSpec, RobotSpecError, spec_from_table
 
 MAX_FILE_BYTES = 1 << 20          # a robot config is a few lines; refuse anything huge before parsing
 FAULT_POLICIES = ("stop", "hold")
@@ -59,6 +73,9 @@ class RobotConfig:
     max_bad_states: int = DEFAULT_MAX_BAD_STATES
     on_device_fault: Optional[str] = None                     # None: not set here (the CLI's default applies)
     link_give_up_s: Optional[float] = None                    # None: the loop's default
+    robot: Optional[RobotSpec] = None                         # [robot]: type and fields (runtime.robots)
+    obs_map: dict[str, str] = field(default_factory=dict)     # [obs_map]: policy observation -> robot name
+    joint_map: dict[str, str] = field(default_factory=dict)   # [joint_map]: task joint -> robot joint
 
     def check_joints(self, joint_names: Sequence[str]) -> None:
         """Refuse a configuration that names joints the robot does not have."""
@@ -71,7 +88,9 @@ class RobotConfig:
         return {"source": self.source, "state_margin": self.state_margin, "max_bad_states": self.max_bad_states,
                 "on_device_fault": self.on_device_fault, "link_give_up_s": self.link_give_up_s,
                 "joints": {n: {k: getattr(j, k) for k in JOINT_KEYS if getattr(j, k) is not None}
-                           for n, j in self.joints.items()}}
+                           for n, j in self.joints.items()},
+                "robot": None if self.robot is None else {"type": self.robot.type, **self.robot.values},
+                "obs_map": dict(self.obs_map), "joint_map": dict(self.joint_map)}
 
 
 def _number(value: Any, where: str) -> float:
@@ -112,7 +131,7 @@ def _joint(name: str, spec: Any, src: str) -> JointConfig:
 
 def parse_robot_config(data: dict, source: str = "robot config") -> RobotConfig:
     """A parsed TOML document -> RobotConfig; RobotConfigError for anything out of place."""
-    _unknown(data, ("loop", "joints"), source)
+    _unknown(data, ("robot", "obs_map", "joint_map", "loop", "joints"), source)
     loop = _table(data.get("loop", {}), f"{source}: [loop]")
     _unknown(loop, LOOP_KEYS, f"{source}: [loop]")
     margin = DEFAULT_STATE_MARGIN
@@ -140,7 +159,28 @@ def parse_robot_config(data: dict, source: str = "robot config") -> RobotConfig:
             raise RobotConfigError(f"{source}: loop.link_give_up_s must be in [{lo:g}, {hi:g}] s, got {give_up:g}")
     joints_spec = _table(data.get("joints", {}), f"{source}: [joints]")
     joints = {str(n): _joint(str(n), spec, source) for n, spec in joints_spec.items()}
-    return RobotConfig(source, joints, margin, bad, policy, give_up)
+    robot = None
+    if "robot" in data:
+        try:
+            robot = spec_from_table(_table(data["robot"], f"{source}: [robot]"), f"{source}: robot")
+        except RobotSpecError as exc:
+            raise RobotConfigError(str(exc)) from None
+    maps = {name: _name_map(data.get(name, {}), f"{source}: [{name}]") for name in ("obs_map", "joint_map")}
+    return RobotConfig(source, joints, margin, bad, policy, give_up, robot, maps["obs_map"], maps["joint_map"])
+
+
+def _name_map(value: Any, where: str) -> dict[str, str]:
+    table = _table(value, where)
+    if len(table) > MAX_MAP_ENTRIES:
+        raise RobotConfigError(f"{where}: {len(table)} entries; at most {MAX_MAP_ENTRIES}")
+    out = {}
+    for key, target in table.items():
+        try:
+            check_name_map_entry(key, target, where)
+        except MappingError as exc:
+            raise RobotConfigError(str(exc)) from None
+        out[key] = target
+    return out
 
 
 def load_robot_config(path: Any) -> RobotConfig:

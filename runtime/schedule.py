@@ -1,7 +1,7 @@
 """Action scheduling: planning in a worker thread, and plans placed on the tick grid they are for.
 
 A plan made from the observation at tick ``s`` is a chunk [Tp, A] whose row ``To-1+j`` is meant for
-tick ``s+j`` (row To-1 is "now"). It takes over from its handover tick ``h`` (>= s): rows for
+tick ``s+j`` (row To-1 is "now": runtime.chunks). It takes over from its handover tick ``h`` (>= s): rows for
 ticks >= h replace whatever an earlier plan left there. The Ta rows from h on are the plan's
 *designated* actions; later rows are its tail, used only if the next plan is late. An action whose
 tick has passed when it would be used is dropped, and counted when it was designated.
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+from runtime.chunks import now_row
 
 
 @dataclass
@@ -45,7 +47,7 @@ class ActionSchedule:
     def place(self, chunk: np.ndarray, obs_tick: int, handover: int, plan_id: int, now_tick: int) -> int:
         """Put a plan on the schedule; `now_tick` is the first tick not yet executed.
         Returns how many designated actions were already late (dropped)."""
-        start = self.obs_horizon - 1
+        start = now_row(self.obs_horizon)
         last_designated = handover + self.action_horizon - 1
         late = 0
         for j in range(chunk.shape[0] - start):

@@ -3,7 +3,7 @@
 - :class:`ObservationHistory`: the last To observations, padded at episode start by repeating the
   first one (the rule the trainer's windows and the in-process evaluation use).
 - :class:`StateMapper`: a robot State (joint positions + extra sensors) -> the policy's state vector,
-  matched by name when the package and the device name their channels, else by position.
+  matched strictly by name (or the operator's explicit mapping; runtime.binding), never by position.
 - Cameras: :class:`PiCamera` (picamera2, imported only when constructed: it cannot import off a
   Raspberry Pi), :class:`StandInCamera` (synthetic frames of the same shape, for tests), and
   :class:`LatestFrame`, which reads any camera in a background thread so a tick never waits on it.
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
+
+from runtime.binding import OBS_MAP_HINT, MappingError, join_names
 
 FRAME_SHAPE = (96, 96, 3)  # H, W, C RGB uint8: Diffusion Policy's Push-T image setting
 
@@ -72,46 +74,79 @@ class ObservationHistory:
 
 
 class StateMapper:
-    """Maps a State's positions + extras onto the policy's state vector.
+    """Maps a State's positions + extras onto the policy's state vector, strictly by name.
 
-    When every name in `obs_names` is one of the device's joint or extra names, the mapping is by
-    name; otherwise the policy gets the first `state_dim` values of positions ++ extras (and a
-    mismatch in count is an error). `success_index` points at the task-progress extra ("coverage").
+    Policy observation `n` reads the robot's joint or extra named `obs_map.get(n, n)`. A name the
+    robot does not report is refused (MappingError, both lists shown); there is no positional
+    fallback. `progress_name` is the task's success signal (a robot name, after the same mapping),
+    read by :meth:`progress`; None when the task declares none.
     """
 
-    def __init__(self, state_dim: int, obs_names: Sequence[str], joint_names: Sequence[str],
-                 extra_names: Sequence[str], progress_name: str = "coverage") -> None:
+    def __init__(self, obs_names: Sequence[str], joint_names: Sequence[str], extra_names: Sequence[str],
+                 obs_map: Optional[Mapping[str, str]] = None, progress_name: Optional[str] = None) -> None:
         device = [*joint_names, *extra_names]
-        self.state_dim = state_dim
-        self.by_name = bool(obs_names) and len(obs_names) == state_dim and all(n in device for n in obs_names)
-        if self.by_name:
-            self.index = np.array([device.index(n) for n in obs_names], dtype=np.intp)
-        else:
-            if len(device) < state_dim:
-                raise ValueError(f"the policy observes {state_dim} values but the device reports only "
-                                 f"{len(device)} ({', '.join(device)})")
-            self.index = np.arange(state_dim, dtype=np.intp)
+        obs = list(obs_names)
+        obs_map = dict(obs_map or {})
+        dup = sorted({n for n in device if device.count(n) > 1})
+        if dup:
+            raise MappingError(f"the robot reports {dup[0]!r} twice (it reports: {join_names(device)}): names are "
+                               f"ambiguous")
+        known = set(obs) | ({progress_name} if progress_name else set())
+        stray = [k for k in obs_map if k not in known]
+        if stray:
+            raise MappingError(f"obs map: {stray[0]!r} is not something the policy observes "
+                               f"(policy observes: {join_names(obs)})")
+        bad = [v for v in obs_map.values() if v not in device]
+        if bad:
+            raise MappingError(f"obs map: {bad[0]!r} is not reported by the robot (robot reports: {join_names(device)})")
+        missing = [n for n in obs if obs_map.get(n, n) not in device]
+        if missing:
+            raise MappingError(f"the policy observes {join_names(missing)} which the robot does not report "
+                               f"(policy observes: {join_names(obs)}; robot reports: {join_names(device)}); {OBS_MAP_HINT}")
+        self.state_dim = len(obs)
+        self.obs_names = tuple(obs)
+        self.sources = tuple(obs_map.get(n, n) for n in obs)  # the robot name each observation reads
+        self.index = np.array([device.index(n) for n in self.sources], dtype=np.intp)
         self.n_joints = len(joint_names)
         self.n_extras = len(extra_names)
-        self.progress_index = list(extra_names).index(progress_name) if progress_name in extra_names else None
+        self.progress_name = progress_name
+        self.progress_index: Optional[int] = None
+        if progress_name is not None:
+            src = obs_map.get(progress_name, progress_name)
+            if src not in device:
+                raise MappingError(f"the task's success signal {progress_name!r} is not reported by the robot "
+                                   f"(robot reports: {join_names(device)}); {OBS_MAP_HINT}")
+            self.progress_index = device.index(src)
 
-    def __call__(self, positions: np.ndarray, extras: np.ndarray) -> np.ndarray:
-        pos = np.asarray(positions, np.float32).reshape(-1)
-        ext = np.asarray(extras, np.float32).reshape(-1)
+    def _check(self, pos: np.ndarray, ext: np.ndarray) -> None:
         # A State with another count than the device declared is refused, never shifted into other fields.
         if pos.size != self.n_joints or ext.size != self.n_extras:
             raise ValueError(f"State has {pos.size} joint positions and {ext.size} extras; the device declared "
                              f"{self.n_joints} and {self.n_extras}")
+
+    def __call__(self, positions: np.ndarray, extras: np.ndarray) -> np.ndarray:
+        pos = np.asarray(positions, np.float32).reshape(-1)
+        ext = np.asarray(extras, np.float32).reshape(-1)
+        self._check(pos, ext)
         return np.concatenate([pos, ext])[self.index]
 
-    def progress(self, extras: np.ndarray) -> Optional[float]:
-        """Task progress (Push-T coverage) from the extras, or None when the device has none."""
-        if self.progress_index is None or len(extras) != self.n_extras:
+    def progress(self, positions: np.ndarray, extras: np.ndarray) -> Optional[float]:
+        """The task's success signal in this State, or None when the task declares none."""
+        if self.progress_index is None:
             return None
-        return float(extras[self.progress_index])
+        pos = np.asarray(positions, np.float32).reshape(-1)
+        ext = np.asarray(extras, np.float32).reshape(-1)
+        self._check(pos, ext)
+        return float(np.concatenate([pos, ext])[self.progress_index])
 
 
 # ----------------------------------------------------------------------------- cameras
+class FrameSource(Protocol):
+    """What the control loop reads a camera through: the newest frame, never blocking (LatestFrame)."""
+
+    def latest(self) -> np.ndarray: ...  # [H, W, 3] RGB uint8
+
+
 class Camera(Protocol):
     shape: tuple[int, int, int]
 

@@ -29,8 +29,8 @@ class EpisodeStats:
     index: int
     seed: int
     steps: int = 0               # commands sent (held ticks included)
-    max_coverage: float = math.nan
-    final_coverage: float = math.nan
+    max_progress: float = math.nan     # the task's success signal: highest value seen (NaN: no signal)
+    final_progress: float = math.nan   # ... its value at the episode's last observation
     success: bool = False
     held_ticks: int = 0
     dropped_actions: int = 0
@@ -93,6 +93,7 @@ class RunStats:
     limits: dict[str, Any] = field(default_factory=dict)     # the limits used (runtime.safety.SafetyLimits)
     device: dict[str, Any] = field(default_factory=dict)     # what the device reported (runtime.device_reports)
     states: dict[str, Any] = field(default_factory=dict)     # State checks (runtime.state_check)
+    task: dict[str, Any] = field(default_factory=dict)       # the task's names bound to the robot's, success signal
     step_log: Optional["StepLog"] = field(default=None, repr=False)  # per-tick rows (not in the summary)
 
     def summary(self) -> dict[str, Any]:
@@ -111,8 +112,11 @@ class RunStats:
             "link": self.link,
             "episodes": eps,
             "success_rate": float(np.mean(successes)) if successes else math.nan,
-            "mean_max_coverage": float(np.nanmean([e.max_coverage for e in self.episodes]))
-            if self.episodes and not all(math.isnan(e.max_coverage) for e in self.episodes) else math.nan,
+            "success_signal": self.task.get("success_signal"),
+            "success_threshold": self.task.get("success_threshold"),
+            "mean_max_progress": float(np.nanmean([e.max_progress for e in self.episodes]))
+            if self.episodes and not all(math.isnan(e.max_progress) for e in self.episodes) else math.nan,
+            "task": self.task,
             "settings": self.settings,
             "wall_s": self.wall_s,
             "interrupted": self.interrupted,
@@ -180,9 +184,12 @@ class StepLog:
         return [r for r in self.rows if r.episode == episode]
 
     def write_csv(self, path: Path, action_names: Sequence[str], joint_names: Sequence[str],
-                  extra_names: Sequence[str]) -> None:
+                  extra_names: Sequence[str], command_index: Optional[Sequence[int]] = None) -> None:
+        """`command_index[i]`: the robot joint action dimension i commands; the command_<action> columns
+        hold what that joint was sent (commands are in the robot's joint order)."""
         a_cols = [f"action_{n}" for n in action_names]
         c_cols = [f"command_{n}" for n in action_names]
+        order = np.asarray(command_index if command_index is not None else range(len(action_names)), np.intp)
         p_cols = [f"pos_{n}" for n in joint_names]
         e_cols = [f"extra_{n}" for n in extra_names]
 
@@ -197,7 +204,8 @@ class StepLog:
             for r in self.rows:
                 jitter = (r.start_s - r.deadline_s) * 1e3 if not math.isnan(r.start_s) else math.nan
                 w.writerow([r.episode, r.step, r.tick, f"{r.deadline_s:.6f}", f"{r.start_s:.6f}", f"{jitter:.4f}",
-                            r.source, r.plan_id, *vals(r.action, len(a_cols)), *vals(r.command, len(c_cols)),
+                            r.source, r.plan_id, *vals(r.action, len(a_cols)),
+                            *vals(None if r.command is None else np.asarray(r.command).reshape(-1)[order], len(c_cols)),
                             *vals(r.positions, len(p_cols)), *vals(r.extras, len(e_cols))])
 
 
@@ -248,13 +256,17 @@ def summary_table(summary: dict[str, Any]) -> str:
                                           for n, j in lim.items()))
     eps = summary["episodes"]
     if eps:
-        lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'max cov':>9}{'success':>9}{'held':>6}{'dropped':>9}  note")
+        signal = summary.get("success_signal")
+        lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'progress':>9}{'success':>9}{'held':>6}{'dropped':>9}  note")
         for e in eps:
-            lines.append(f"{e['index']:>8}{e['seed']:>8}{e['steps']:>7}{_fmt(e['max_coverage']):>9}"
+            lines.append(f"{e['index']:>8}{e['seed']:>8}{e['steps']:>7}{_fmt(e['max_progress']):>9}"
                          f"{('yes' if e['success'] else 'no'):>9}{e['held_ticks']:>6}{e['dropped_actions']:>9}"
                          f"  {e['aborted']}")
-        lines.append(f"success rate {_fmt(summary['success_rate'], 2)}, mean max coverage "
-                     f"{_fmt(summary['mean_max_coverage'])}")
+        if signal:
+            lines.append(f"success rate {_fmt(summary['success_rate'], 2)} ({signal} >= "
+                         f"{_g(summary.get('success_threshold'))}), mean max {signal} {_fmt(summary['mean_max_progress'])}")
+        else:
+            lines.append("no success signal (the task declares none): episodes ran to their step limit")
     if summary.get("stop_reason"):
         lines.append(f"STOPPED: {summary['stop_reason']}")
     est = summary.get("estop") or {}

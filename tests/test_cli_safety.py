@@ -28,9 +28,9 @@ def fake_run(monkeypatch, tmp_path):
     import runtime.robots
 
     def go(robot, *extra):
-        def make_robot(spec, **kw):
-            robot.link_options = kw.get("link_options")
-            return RobotHandle(spec, robot, robot.capabilities)
+        def make_robot(settings, period_s=None):
+            robot.settings = settings
+            return RobotHandle(settings.label(), robot, robot.capabilities)
 
         monkeypatch.setattr(cli, "_load_policy", lambda args: CliPolicy(0, period=0.02))
         monkeypatch.setattr(runtime.robots, "make_robot", make_robot)
@@ -50,9 +50,9 @@ def test_clean_run_exits_0(fake_run, capsys):
     code, out = fake_run(robot)
     assert code == 0 and summary(out)["exit_code"] == 0 and summary(out)["outcome"] == "clean"
     assert "outcome: clean (exit 0)" in capsys.readouterr().out
-    assert robot.link_options is None
+    assert robot.settings.takeover is False
     robot = BoundaryRobot()
-    assert fake_run(robot, "--takeover")[0] == 0 and robot.link_options == {"takeover": True}
+    assert fake_run(robot, "--takeover")[0] == 0 and robot.settings.takeover is True
 
 
 def test_error_mid_run_still_writes_every_output_and_estops(fake_run, capsys):

@@ -10,13 +10,41 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from firmware_bridge.protocol import State
-from firmware_bridge.robot import LinkStats
-from runtime.loop import ControlLoop, FaultInjection, LoopConfig, run_episodes
+from firmware_bridge.protocol import Capabilities, CapabilityFlags, State
+from firmware_bridge.robot import LinkStats, Robot, SimulatedRobot
+from runtime import loop as runtime_loop
+from runtime.loop import FaultInjection, LoopConfig, PolicyLike
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, lead_ticks
 from runtime.stats import summary_table
 
 TO, TP, TA = 2, 8, 4
+PUSHT_OBS = ["agent_x", "agent_y", "block_x", "block_y", "block_angle"]
+
+
+def task_spec(obs=PUSHT_OBS, actions=("target_x", "target_y"), joints=("agent_x", "agent_y"),
+              success=("coverage", 0.95)):
+    """A stand-in for runtime.task_spec.TaskSpec with the attributes the runtime reads."""
+    # TODO(#17 tasks): build a real TaskSpec here once runtime/task_spec.py has landed
+    return SimpleNamespace(
+        observation=SimpleNamespace(state=SimpleNamespace(names=list(obs), use=list(obs))),
+        action=SimpleNamespace(names=list(actions), joints=list(joints)),
+        success=None if success is None else SimpleNamespace(signal=success[0], threshold=success[1]))
+
+
+def pusht_caps(lockstep: bool = False, joints=("agent_x", "agent_y"),
+               extras=("block_x", "block_y", "block_angle", "coverage")) -> Capabilities:
+    n = len(joints)
+    return Capabilities("fake 1.0", tuple(joints), np.zeros(n, np.float32), np.full(n, 512.0, np.float32),
+                        np.zeros(n, np.float32), tuple(extras),
+                        flags=CapabilityFlags.SIMULATED | (CapabilityFlags.LOCKSTEP if lockstep else 0))
+
+
+def run_episodes(policy, robot, config, **kw):
+    return runtime_loop.run_episodes(policy, robot, config, robot.capabilities, **kw)
+
+
+def ControlLoop(policy, robot, config, **kw):  # noqa: N802  (the loop of a connected fake robot)
+    return runtime_loop.ControlLoop(policy, robot, config, robot.capabilities, **kw)
 
 
 class FakePolicy:
@@ -24,7 +52,8 @@ class FakePolicy:
 
     obs_horizon, pred_horizon, action_horizon, action_dim, state_dim = TO, TP, TA, 2, 5
 
-    def __init__(self, seed: int = 0, delay: float = 0.0, period: float = 0.02) -> None:
+    def __init__(self, seed: int = 0, delay: float = 0.0, period: float = 0.02, task=None) -> None:
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.delay = delay
         self.resets = 0
@@ -35,7 +64,7 @@ class FakePolicy:
             obs=SimpleNamespace(state_names=["agent_x", "agent_y", "block_x", "block_y", "block_angle"],
                                 image_shape=None),
             action=SimpleNamespace(names=["target_x", "target_y"], low=[0.0, 0.0], high=[512.0, 512.0]),
-            control=SimpleNamespace(period_s=period))
+            control=SimpleNamespace(period_s=period), task_spec=task if task is not None else task_spec())
 
     def plan(self, obs_state, obs_image=None):
         assert obs_state.shape == (TO, 5) and obs_state.dtype == np.float32
@@ -46,19 +75,18 @@ class FakePolicy:
         steps = np.arange(1, TP + 1, dtype=np.float32)[:, None]
         return (obs_state[-1, :2] + 3.0 * steps + self.rng.normal(0, 1, (TP, 2))).astype(np.float32)
 
-    def reset(self):
+    def reset(self, seed=None):
         self.resets += 1
+        if seed is not None:  # as runtime.Policy: the stream of a fresh FakePolicy(seed)
+            self.seed = seed
+            self.rng = np.random.default_rng(seed)
 
 
 class FakeRobot:
     """Satisfies the Robot protocol in process: the pusher jumps to each target; coverage grows per command."""
 
     def __init__(self, lockstep: bool = False, coverage_step: float = 0.0) -> None:
-        self.capabilities = SimpleNamespace(
-            joint_count=2, joint_names=("agent_x", "agent_y"), extra_count=4,
-            extra_names=("block_x", "block_y", "block_angle", "coverage"), lower=np.zeros(2, np.float32),
-            upper=np.full(2, 512.0, np.float32), max_velocity=np.zeros(2, np.float32),
-            flags=0x02 | (0x01 if lockstep else 0), lockstep=lockstep, firmware_version="fake 1.0")
+        self.capabilities = pusht_caps(lockstep)
         self.pos = np.array([100.0, 100.0], np.float32)
         self.coverage = 0.0
         self.coverage_step = coverage_step
@@ -73,6 +101,12 @@ class FakeRobot:
 
     def connect(self):
         return self.capabilities
+
+    def wait_state(self, after_seq=None, timeout=1.0):
+        return self._state()
+
+    def take_faults(self):
+        return []
 
     def latest_state(self):
         self.state_calls += 1
@@ -95,7 +129,7 @@ class FakeRobot:
         self.send_command(targets)
         return self._state()
 
-    def reset_plant(self, seed, timeout=1.0):
+    def reset_plant(self, seed, initial_state=None, timeout=1.0, retries=3):
         self.pos = np.array([100.0 + seed, 50.0 + 2 * seed], np.float32)
         self.coverage = 0.0
         return self._state()
@@ -187,25 +221,25 @@ def test_planner_runs_off_thread_and_ignores_stale_generations():
 
 
 # ----------------------------------------------------------------------------- lock-step
+def test_fakes_implement_the_typed_contract():
+    assert isinstance(FakeRobot(), Robot) and isinstance(FakeRobot(), SimulatedRobot)
+    assert isinstance(FakePolicy(), PolicyLike)
+
+
 def test_lockstep_commands_equal_in_process_rollout():
     robot = FakeRobot(lockstep=True)
-    made = []
-
-    def factory(seed):  # episode i plans with policy seed base_seed + i, as trainer.evaluate does
-        made.append(seed)
-        return FakePolicy(seed)
-
-    stats = run_episodes(FakePolicy(3), robot, LoopConfig(episodes=2, base_seed=3, max_steps=10, lockstep=True),
-                         policy_factory=factory)
+    policy = FakePolicy(3)
+    # episode i plans with policy seed base_seed + i (policy.reset(seed=)), as trainer.evaluate does
+    stats = run_episodes(policy, robot, LoopConfig(episodes=2, base_seed=3, max_steps=10, lockstep=True))
     sent = [t for _, t in robot.sent]
-    assert len(sent) == 20 and made == [3, 4]
+    assert len(sent) == 20 and policy.seed == 4
     for ep in range(2):
         ref = reference_rollout(3 + ep, 3 + ep, 10)
         for a, b in zip(sent[10 * ep:10 * ep + 10], ref):
             assert a.tobytes() == b.tobytes()
     assert [e.steps for e in stats.episodes] == [10, 10]
     assert stats.counters.plans == 6 and stats.counters.held_ticks == 0
-    assert stats.settings["policy_seeding"] == "new Policy per episode"
+    assert stats.settings["policy_seeding"] == "reset(seed)"
 
 
 def test_lockstep_ends_episode_on_success_like_the_evaluation():
@@ -213,7 +247,9 @@ def test_lockstep_ends_episode_on_success_like_the_evaluation():
     stats = run_episodes(FakePolicy(1), robot, LoopConfig(max_steps=50, lockstep=True))
     ref = reference_rollout(1, 0, 50, coverage_step=0.1)
     assert stats.episodes[0].success and stats.episodes[0].steps == len(ref) == 10
-    assert stats.episodes[0].max_coverage == pytest.approx(1.0)
+    assert stats.episodes[0].max_progress == pytest.approx(1.0)
+    s = stats.summary()
+    assert s["success_signal"] == "coverage" and s["success_threshold"] == 0.95 and s["success_rate"] == 1.0
 
 
 def test_lockstep_nan_plan_is_never_sent():
@@ -228,7 +264,7 @@ def test_lockstep_nan_plan_is_never_sent():
 
 # ----------------------------------------------------------------------------- real time
 def rt_config(**kw) -> LoopConfig:
-    base = dict(period_s=0.02, max_steps=40, spin_s=0.0005, success_coverage=None)
+    base = dict(period_s=0.02, max_steps=40, spin_s=0.0005, end_on_success=False)
     base.update(kw)
     return LoopConfig(**base)
 
@@ -330,8 +366,8 @@ def test_estop_requested_before_the_first_tick_is_still_sent():
 
 def test_realtime_episode_resets_plant_and_policy():
     robot = FakeRobot(coverage_step=0.05)
-    policy = FakePolicy()
-    stats = run_episodes(policy, robot, rt_config(episodes=2, max_steps=60, success_coverage=0.5))
+    policy = FakePolicy(task=task_spec(success=("coverage", 0.5)))
+    stats = run_episodes(policy, robot, rt_config(episodes=2, max_steps=60, end_on_success=True))
     assert [e.seed for e in stats.episodes] == [0, 1]
     assert all(e.success and e.steps < 60 for e in stats.episodes)
     assert policy.resets >= 2
@@ -376,6 +412,6 @@ def test_status_line_is_one_line():
     from runtime.cli import StatusLine
     from runtime.loop import LiveStatus
 
-    loop = SimpleNamespace(status=LiveStatus(episode=1, step=42, coverage=0.5, jitter_ms=0.02, plan_ms=20.5))
+    loop = SimpleNamespace(status=LiveStatus(episode=1, step=42, progress=0.5, jitter_ms=0.02, plan_ms=20.5))
     line = StatusLine(loop, episodes=3, max_steps=300)._line()
-    assert "\n" not in line and "episode 2/3 step 42/300 coverage 0.50" in line and "plan 20.5 ms" in line
+    assert "\n" not in line and "episode 2/3 step 42/300 progress 0.50" in line and "plan 20.5 ms" in line

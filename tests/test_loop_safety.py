@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from firmware_bridge.protocol import Fault, State
-from runtime.loop import ControlLoop, FaultInjection, LoopConfig, LoopError, run_episodes
+from runtime.loop import FaultInjection, LoopConfig, LoopError
 from runtime.robot_config import load_robot_config
 from runtime.stats import summary_table
 
-from test_loop import FakePolicy, FakeRobot  # noqa: E402  (tests/ is on sys.path)
+from test_loop import ControlLoop, FakePolicy, FakeRobot, run_episodes  # noqa: E402  (tests/ is on sys.path)
 
 ESTOP, FAULT = 0x1, 0x4
 IMPLAUSIBLE, BAD_COMMAND, WATCHDOG = 11, 6, 1
@@ -142,7 +142,7 @@ def test_bad_state_at_episode_start_with_nothing_to_hold_stops():
 def test_realtime_bad_states_hold_and_stop():
     robot = BoundaryRobot(lockstep=False)
     robot.state_fn = _bad("huge")
-    stats = run(robot, LoopConfig(period_s=0.01, max_steps=200, success_coverage=None, max_bad_states=3,
+    stats = run(robot, LoopConfig(period_s=0.01, max_steps=200, end_on_success=False, max_bad_states=3,
                                   estop_confirm_s=0.5, estop_retry_s=0.0))
     assert "3 bad States in a row" in stats.stop_reason and stats.exit_code() == 4
     assert all(np.all(t <= 512) for _, t in robot.sent)
@@ -302,7 +302,7 @@ def test_period_out_of_range_is_a_one_line_loop_error(period):
 
 def test_estop_request_is_seen_within_a_slice_of_a_long_period():
     robot, policy = FakeRobot(), FakePolicy(0)
-    loop = ControlLoop(policy, robot, LoopConfig(period_s=10.0, max_steps=5, success_coverage=None))
+    loop = ControlLoop(policy, robot, LoopConfig(period_s=10.0, max_steps=5, end_on_success=False))
     t = threading.Thread(target=loop.run, daemon=True)
     t.start()
     try:
@@ -358,7 +358,7 @@ def test_robot_config_with_an_unknown_joint_is_a_loop_error(tmp_path):
 
 def test_injected_jump_leaves_the_filter_only_for_the_chosen_steps():
     robot = BoundaryRobot(lockstep=False)
-    stats = run(robot, LoopConfig(period_s=0.01, max_steps=12, success_coverage=None,
+    stats = run(robot, LoopConfig(period_s=0.01, max_steps=12, end_on_success=False,
                                   faults=FaultInjection(jump_at_step=5, jump_px=300.0, jump_count=2)))
     rows = {r.step: r for r in stats.step_log.rows}
     sent = [t for _, t in robot.sent]

@@ -6,6 +6,7 @@ import pytest
 
 from runtime.sensors import (FRAME_SHAPE, LatestFrame, ObservationHistory, PiCamera, StandInCamera, StateMapper,
                              make_camera, resize_nearest)
+from runtime.binding import MappingError
 
 
 def test_history_pads_with_first_observation_then_shifts():
@@ -38,31 +39,55 @@ def test_history_with_images():
     assert h.images()[0, 0, 0, 0] == 1 and h.images()[1, 0, 0, 0] == 2
 
 
-def test_state_mapper_by_name_and_by_position():
-    joints, extras = ("agent_x", "agent_y"), ("block_x", "block_y", "block_angle", "coverage")
-    m = StateMapper(5, ["agent_x", "agent_y", "block_x", "block_y", "block_angle"], joints, extras)
-    assert m.by_name
+JOINTS, EXTRAS = ("agent_x", "agent_y"), ("block_x", "block_y", "block_angle", "coverage")
+PUSHT_OBS = ["agent_x", "agent_y", "block_x", "block_y", "block_angle"]
+
+
+def test_state_mapper_by_name_and_progress_signal():
+    m = StateMapper(PUSHT_OBS, JOINTS, EXTRAS, progress_name="coverage")
     pos, ext = np.array([1, 2], np.float32), np.array([3, 4, 5, 0.5], np.float32)
     assert m(pos, ext).tolist() == [1, 2, 3, 4, 5]
-    assert m.progress(ext) == 0.5
-    m = StateMapper(2, ["block_y", "agent_x"], joints, extras)
-    assert m(pos, ext).tolist() == [4, 1]
-    m = StateMapper(3, ["s0", "s1", "s2"], joints, extras)  # unknown names: first values in order
-    assert not m.by_name and m(pos, ext).tolist() == [1, 2, 3]
-    assert StateMapper(2, [], joints, ()).progress(np.zeros(0)) is None
-    with pytest.raises(ValueError, match="reports only"):
-        StateMapper(7, [], joints, extras)
+    assert m.progress(pos, ext) == 0.5
+    m = StateMapper(["block_y", "agent_x"], JOINTS, EXTRAS, progress_name="agent_y")  # any reported name
+    assert m(pos, ext).tolist() == [4, 1] and m.progress(pos, ext) == 2.0
+    assert StateMapper(["agent_x"], JOINTS, ()).progress(pos, np.zeros(0)) is None  # the task declares none
+
+
+def test_state_mapper_refuses_unknown_names_with_both_lists_never_by_position():
+    # The robot reports 6 values, the policy observes 3 under other names: no positional fallback.
+    with pytest.raises(MappingError) as e:
+        StateMapper(["s0", "agent_x", "s2"], JOINTS, EXTRAS)
+    msg = str(e.value)
+    assert "\n" not in msg and "the policy observes s0, s2 which the robot does not report" in msg
+    assert "policy observes: s0, agent_x, s2" in msg
+    assert "robot reports: agent_x, agent_y, block_x, block_y, block_angle, coverage" in msg and "--obs-map" in msg
+    with pytest.raises(MappingError, match="success signal 'reward' is not reported by the robot"):
+        StateMapper(PUSHT_OBS, JOINTS, EXTRAS, progress_name="reward")
+    with pytest.raises(MappingError, match="reports 'agent_x' twice"):
+        StateMapper(["agent_x"], JOINTS, ("agent_x",))
+
+
+def test_state_mapper_explicit_operator_mapping():
+    robot_extras = ("bx", "by", "theta", "cov")
+    obs_map = {"block_x": "bx", "block_y": "by", "block_angle": "theta", "coverage": "cov"}
+    m = StateMapper(PUSHT_OBS, JOINTS, robot_extras, obs_map, progress_name="coverage")
+    pos, ext = np.array([1, 2], np.float32), np.array([3, 4, 5, 0.75], np.float32)
+    assert m(pos, ext).tolist() == [1, 2, 3, 4, 5] and m.progress(pos, ext) == 0.75
+    assert m.sources == ("agent_x", "agent_y", "bx", "by", "theta")
+    with pytest.raises(MappingError, match="obs map: 'nope' is not something the policy observes"):
+        StateMapper(PUSHT_OBS, JOINTS, robot_extras, {**obs_map, "nope": "bx"}, progress_name="coverage")
+    with pytest.raises(MappingError, match="obs map: 'zz' is not reported by the robot"):
+        StateMapper(PUSHT_OBS, JOINTS, robot_extras, {**obs_map, "block_x": "zz"}, progress_name="coverage")
 
 
 def test_state_mapper_refuses_mismatched_counts_instead_of_shifting():
-    joints, extras = ("agent_x", "agent_y"), ("block_x", "block_y", "block_angle", "coverage")
-    for names in (["agent_x", "agent_y", "block_x", "block_y", "block_angle"], ["s0", "s1", "s2"]):
-        m = StateMapper(len(names), names, joints, extras)
-        with pytest.raises(ValueError, match="1 joint positions and 4 extras; the device declared 2 and 4"):
-            m(np.array([1.0], np.float32), np.array([3, 4, 5, 0.5], np.float32))  # one joint short: not shifted
-        with pytest.raises(ValueError, match="declared 2 and 4"):
-            m(np.array([1.0, 2.0], np.float32), np.zeros(0, np.float32))
-        assert m.progress(np.zeros(3, np.float32)) is None  # a short extras vector has no trustworthy coverage
+    m = StateMapper(PUSHT_OBS, JOINTS, EXTRAS, progress_name="coverage")
+    with pytest.raises(ValueError, match="1 joint positions and 4 extras; the device declared 2 and 4"):
+        m(np.array([1.0], np.float32), np.array([3, 4, 5, 0.5], np.float32))  # one joint short: not shifted
+    with pytest.raises(ValueError, match="declared 2 and 4"):
+        m(np.array([1.0, 2.0], np.float32), np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="declared 2 and 4"):  # a short State has no trustworthy progress
+        m.progress(np.array([1.0, 2.0], np.float32), np.zeros(3, np.float32))
 
 
 def test_standin_camera_shape_and_determinism():

@@ -1,122 +1,165 @@
-"""Make a connected robot from a spec string.
+"""Robot configurations (one dataclass per kind, in one registry) and connecting them.
 
-    serial:/dev/ttyACM0     a microcontroller speaking docs/protocol.md (firmware_bridge.serial_link)
-    emulator                start the emulated Push-T device (real-time) in its own process on a pty
-    emulator-lockstep       the same, in lock-step (one control step per command)
-    franka:HOST             a Franka arm through firmware_bridge.franka (pylibfranka; imported lazily)
+    --robot serial --robot.port /dev/ttyACM0     a microcontroller speaking docs/protocol.md
+    --robot emulator [--robot.mode lockstep]     the emulated device in its own process on a pty
+    --robot franka --robot.host 172.16.0.2       a Franka arm (pylibfranka; imported lazily)
 
-Every failure a user can cause (bad spec, missing port, handshake failure) is a RobotSpecError or a
-firmware_bridge LinkError whose str() is one line.
+The `--robot.FIELD VALUE` options are generated from the dataclasses' fields (runtime.robots.fields),
+and the same fields can come from the robot config file's `[robot]` table (`type = "serial"` plus
+fields); the command line overrides the file. The shorthands `serial:/dev/x`, `emulator`,
+`emulator-lockstep` and `franka:HOST` keep working. Every failure a user can cause (bad spec, unknown
+field, bad value, missing port, handshake failure) is a RobotSpecError or a firmware_bridge LinkError
+whose str() is one line.
 """
 from __future__ import annotations
 
-import os
+import argparse
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence, Union
 
-SPEC_HELP = "serial:/dev/ttyACM0, emulator, emulator-lockstep or franka:HOST"
+from runtime.robots.emulator import EmulatorConfig
+from runtime.robots.fields import FieldInfo, RobotSpecError, field_infos, from_text, from_toml
+from runtime.robots.franka import FrankaConfig
+from runtime.robots.handle import ConnectContext, RobotHandle, RobotSettings
+from runtime.robots.serial import SerialConfig
 
+REGISTRY: dict[str, type[RobotSettings]] = {c.TYPE: c for c in (SerialConfig, EmulatorConfig, FrankaConfig)}
+SPEC_HELP = ("TYPE (" + ", ".join(REGISTRY) + ") with --robot.FIELD options, or serial:/dev/ttyACM0, emulator, "
+             "emulator-lockstep, franka:HOST")
+OPTION_PREFIX = "--robot."
 
-class RobotSpecError(ValueError):
-    """A --robot spec that cannot name a robot (one-line message)."""
+__all__ = ["REGISTRY", "SPEC_HELP", "ConnectContext", "EmulatorConfig", "FrankaConfig", "RobotHandle", "RobotSettings",
+           "RobotSpec", "RobotSpecError", "SerialConfig", "add_robot_arguments", "build_settings", "check_spec",
+           "make_robot", "parse_spec", "robot_fields", "spec_from_table"]
 
 
 @dataclass
-class RobotHandle:
-    """A connected robot plus whatever was started for it (an emulator process)."""
-    spec: str
-    robot: Any                      # satisfies firmware_bridge.robot.Robot
-    capabilities: Any               # firmware_bridge.protocol.Capabilities
-    emulator: Any = None            # firmware_bridge.emulator.EmulatorProcess when we started one
-    info: dict = field(default_factory=dict)
-
-    @property
-    def lockstep(self) -> bool:
-        return bool(getattr(self.capabilities, "lockstep", False))
-
-    @property
-    def simulated(self) -> bool:
-        return bool(int(getattr(self.capabilities, "flags", 0)) & 0x02)
-
-    def close(self) -> None:
-        try:
-            self.robot.close()
-        finally:
-            if self.emulator is not None:
-                self.emulator.stop()
-
-    def __enter__(self) -> "RobotHandle":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class RobotSpec:
+    """A robot named but not yet built: its type and field values (typed), and where each came from."""
+    type: str
+    values: dict[str, Any] = field(default_factory=dict)
+    source: str = "--robot"
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'serial:/dev/x' -> ('serial', '/dev/x'); 'emulator' -> ('emulator', ''); RobotSpecError otherwise."""
-    spec = (spec or "").strip()
-    if spec in ("emulator", "emulator-realtime"):
-        return "emulator", "realtime"
-    if spec == "emulator-lockstep":
-        return "emulator", "lockstep"
-    kind, sep, arg = spec.partition(":")
-    if sep and kind == "serial" and arg:
-        return "serial", arg
-    if sep and kind == "franka" and arg:
-        return "franka", arg
+def robot_fields(kind: str) -> dict[str, FieldInfo]:
+    return {f.name: f for f in field_infos(REGISTRY[kind])}
+
+
+def all_fields() -> dict[str, list[tuple[str, FieldInfo]]]:
+    """Field name -> the robot types that have it (with its info there)."""
+    out: dict[str, list[tuple[str, FieldInfo]]] = {}
+    for kind in REGISTRY:
+        for name, info in robot_fields(kind).items():
+            out.setdefault(name, []).append((kind, info))
+    return out
+
+
+def parse_spec(spec: str) -> RobotSpec:
+    """--robot's value: a type name or a shorthand -> RobotSpec; RobotSpecError otherwise."""
+    text = (spec or "").strip()
+    if text in REGISTRY:
+        return RobotSpec(text)
+    if text in ("emulator-realtime", "emulator-lockstep"):
+        return RobotSpec("emulator", {"mode": text.split("-", 1)[1]})
+    kind, sep, arg = text.partition(":")
+    if sep and arg and kind == "serial":
+        return RobotSpec("serial", {"port": arg})
+    if sep and arg and kind == "franka":
+        return RobotSpec("franka", {"host": arg})
     raise RobotSpecError(f"bad --robot spec {spec!r}: use {SPEC_HELP}")
 
 
-def check_spec(spec: str) -> None:
-    """Raise RobotSpecError for a malformed spec or a serial port that does not exist (connects nothing)."""
-    kind, arg = parse_spec(spec)
-    if kind == "serial" and "://" not in arg and not os.path.exists(arg):
-        raise RobotSpecError(f"serial port {arg} does not exist (is the device plugged in?)")
+def spec_from_table(table: Mapping[str, Any], where: str) -> RobotSpec:
+    """The robot config file's [robot] table (type + fields) -> RobotSpec, every value type-checked."""
+    kind = table.get("type")
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        raise RobotSpecError(f"{where}.type must be one of {', '.join(REGISTRY)}, got {kind!r}")
+    fields = robot_fields(kind)
+    values = {}
+    for key, value in table.items():
+        if key == "type":
+            continue
+        if key not in fields:
+            raise RobotSpecError(f"{where}: unknown key {key!r} for a {kind} robot (fields: {', '.join(fields)})")
+        values[key] = from_toml(fields[key], value, f"{where}.{key}")
+    return RobotSpec(kind, values, where)
 
 
-def make_robot(spec: str, *, state_timeout_s: float = 0.5, emulator_options: Optional[dict] = None,
-               link_options: Optional[dict] = None) -> RobotHandle:
-    """Connect to the robot a spec names (starting an emulator when asked). The caller closes it."""
-    kind, arg = parse_spec(spec)
-    if kind == "franka":
-        return _make_franka(spec, arg)
-    from firmware_bridge.serial_link import SerialLink  # pyserial; the robot extra
+def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
+    """--robot TYPE|SHORTHAND and one --robot.FIELD option per field of the registered configurations."""
+    g = parser.add_argument_group("robot", f"the robot: --robot {SPEC_HELP}; --robot.FIELD VALUE sets a field "
+                                  "(overrides the robot config's [robot] table)")
+    g.add_argument("--robot", default=None, metavar="SPEC", help=SPEC_HELP)
+    for name, owners in all_fields().items():
+        info = owners[0][1]
+        kinds = ", ".join(k for k, _ in owners)
+        choices = f" [{'|'.join(info.choices)}]" if info.choices else ""
+        metavar = {str: "TEXT", int: "N", float: "X", bool: "BOOL"}[info.type]
+        kw: dict[str, Any] = {"nargs": "?", "const": "true"} if info.type is bool else {}
+        g.add_argument(OPTION_PREFIX + name, dest="robot__" + name, default=None, metavar=metavar,
+                       help=f"({kinds}) {info.help}{choices}", **kw)
 
-    emulator = None
-    if kind == "emulator":
-        from firmware_bridge.emulator import EmulatorError, start_emulator
-        opts = dict(emulator_options or {})
-        opts["mode"] = arg
-        try:
-            emulator = start_emulator(**opts)
-        except EmulatorError as exc:
-            raise RobotSpecError(f"cannot start the emulator: {str(exc).splitlines()[0]}") from None
-        port = emulator.port
+
+def unknown_robot_options(argv: Sequence[str]) -> Optional[str]:
+    """A one-line error for a --robot.FIELD that no robot configuration has (before argparse sees it)."""
+    known = all_fields()
+    for arg in argv:
+        if arg.startswith(OPTION_PREFIX):
+            name = arg[len(OPTION_PREFIX):].split("=", 1)[0]
+            if name not in known:
+                return f"unknown robot option {OPTION_PREFIX}{name} (robot fields: {', '.join(known)})"
+    return None
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, str]:
+    """The --robot.FIELD values given on the command line (as text)."""
+    return {name: getattr(args, "robot__" + name) for name in all_fields()
+            if getattr(args, "robot__" + name, None) is not None}
+
+
+def build_settings(cli_spec: Optional[str], cli_options: Mapping[str, str], file_spec: Optional[RobotSpec] = None,
+                   ) -> tuple[RobotSettings, list[str]]:
+    """The robot configuration from the file's [robot] table, then --robot, then --robot.FIELD (each
+    overriding the one before). Returns (settings, notes); RobotSpecError (one line) when it cannot."""
+    notes: list[str] = []
+    if cli_spec is None and file_spec is None:
+        raise RobotSpecError(f"no robot: give --robot {SPEC_HELP}, or a [robot] table in the robot config")
+    spec = parse_spec(cli_spec) if cli_spec is not None else None
+    values: dict[str, Any] = {}
+    if file_spec is not None and (spec is None or spec.type == file_spec.type):
+        kind = file_spec.type
+        values.update(file_spec.values)
     else:
-        check_spec(spec)
-        port = arg
-    link = SerialLink(port, state_timeout_s=state_timeout_s, **(link_options or {}))
+        assert spec is not None
+        kind = spec.type
+        if file_spec is not None:
+            notes.append(f"{file_spec.source}: a {file_spec.type} robot; --robot {cli_spec} is used instead "
+                         f"and the table's fields are ignored")
+    if spec is not None:
+        values.update(spec.values)
+    fields = robot_fields(kind)
+    for name, text in cli_options.items():
+        if name not in fields:
+            raise RobotSpecError(f"{OPTION_PREFIX}{name} does not apply to a {kind} robot "
+                                 f"(its fields: {', '.join(fields)})")
+        values[name] = from_text(fields[name], text, f"{OPTION_PREFIX}{name}")
+    missing = [n for n, f in fields.items() if f.required and n not in values]
+    if missing:
+        raise RobotSpecError(f"a {kind} robot needs {OPTION_PREFIX}{missing[0]} ({fields[missing[0]].help})")
     try:
-        caps = link.connect()
-    except Exception:
-        link.close()
-        if emulator is not None:
-            emulator.stop()
-        raise
-    return RobotHandle(spec, link, caps, emulator, {"port": port})
+        return REGISTRY[kind](**values), notes
+    except TypeError as exc:  # cannot happen for checked names; kept one line all the same
+        raise RobotSpecError(f"robot {kind}: {exc}") from None
 
 
-def _make_franka(spec: str, host: str) -> RobotHandle:
-    # pylibfranka is imported by FrankaRobot itself, only when it connects (the Franka's controller PC)
-    from firmware_bridge.franka import FrankaRobot
+def check_spec(spec: Union[str, RobotSettings]) -> None:
+    """Raise RobotSpecError for a malformed spec or a serial port that does not exist (connects nothing)."""
+    settings = spec if isinstance(spec, RobotSettings) else build_settings(spec, {})[0]
+    settings.check()
 
-    try:
-        robot = FrankaRobot(host)
-    except ValueError as exc:  # a bad IMLE_FRANKA_ARM / _REALTIME / _LATE_COMMANDS: the user's to fix
-        raise RobotSpecError(f"--robot {spec}: {exc}") from None
-    try:
-        caps = robot.connect()  # FrankaImportError / HandshakeError (LinkErrors, one line) when it cannot
-    except Exception:
-        robot.close()
-        raise
-    return RobotHandle(spec, robot, caps, None, {"host": host})
+
+def make_robot(spec: Union[str, RobotSettings], *, period_s: Optional[float] = None) -> RobotHandle:
+    """Connect to the robot a configuration (or a --robot shorthand) names, starting an emulator when
+    asked. The caller closes the handle."""
+    settings = spec if isinstance(spec, RobotSettings) else build_settings(spec, {})[0]
+    return settings.connect(ConnectContext(period_s=period_s))
