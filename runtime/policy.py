@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import samplers
+from runtime.chunks import executed_rows, now_row, rest_rows
 from runtime.package import (MAX_TC_RESET_AFTER, Manifest, Package, PackageError, _ort_message, check_candidates,
                              load_package)
 
@@ -193,7 +194,7 @@ class Policy:
         use_tc = self.temporal_consistency and self._rest is not None and len(self._rest) > 0
         if not use_tc:
             return int(np.argmax(finite)), None  # candidate 0 unless it is bad
-        start = self.obs_horizon - 1
+        start = now_row(self.obs_horizon)
         length = min(len(self._rest), self.pred_horizon - start)
         diff = (cands[:, start:start + length] - self._rest[None, :length]) * self._scale  # normalised units
         dist = np.sqrt(np.square(diff, dtype=np.float64).reshape(len(cands), -1).sum(axis=1))
@@ -211,8 +212,7 @@ class Policy:
         finite = np.isfinite(cands).reshape(len(cands), -1).all(axis=1)  # the NaN/inf guard
         idx, dist = self._select(cands, finite)
         chunk = np.array(cands[idx], dtype=np.float32)
-        start = self.obs_horizon - 1 + self.action_horizon
-        self._rest = chunk[start:].copy()  # act() executes Ta steps from To-1; the rest is remembered
+        self._rest = rest_rows(chunk, self.obs_horizon, self.action_horizon).copy()  # act() runs Ta rows from now
         self._plans_since_reset += 1
         self.last_plan = chunk
         self.last_plan_info = {"latency_s": time.perf_counter() - t0, "selected": idx,
@@ -221,6 +221,4 @@ class Policy:
 
     def act(self, obs_state: np.ndarray, obs_image: np.ndarray | None = None) -> np.ndarray:
         """Plan, then the Ta steps to execute now: chunk[To-1 : To-1+Ta] (index To-1 is the current time)."""
-        chunk = self.plan(obs_state, obs_image)
-        start = self.obs_horizon - 1
-        return chunk[start:start + self.action_horizon].copy()
+        return executed_rows(self.plan(obs_state, obs_image), self.obs_horizon, self.action_horizon).copy()

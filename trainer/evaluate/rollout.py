@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from runtime.sensors import ObservationHistory  # the runtime's: one history, one padding rule
 from trainer.evaluate.env import MAX_STEPS, make_env, split_obs
-from trainer.evaluate.history import ObservationHistory
 from trainer.evaluate.metrics import EpisodeResult, Summary, summarize
 
 # seed -> an object with obs_horizon, action_horizon, reset() and act(obs_state, obs_image) -> [Ta, A]
@@ -90,8 +90,9 @@ def run_episode(policy, env, seed: int, episode: int = 0, max_steps: int = MAX_S
     t0 = time.perf_counter()
     obs, _ = env.reset(seed=seed)
     policy.reset()
-    hist = ObservationHistory(policy.obs_horizon)
-    hist.reset(*split_obs(obs))
+    state, image = split_obs(obs)
+    hist = ObservationHistory(policy.obs_horizon, state.size, None if image is None else image.shape)
+    hist.push(state, image)  # the first observation fills the window
     media = EpisodeMedia()
     if record:
         media.frames.append(env.render())
@@ -99,7 +100,7 @@ def run_episode(policy, env, seed: int, episode: int = 0, max_steps: int = MAX_S
     done = False
     while not done and steps < max_steps:
         tp = time.perf_counter()
-        actions = policy.act(hist.state(), hist.image())
+        actions = policy.act(hist.states(), hist.images())
         plan_s += time.perf_counter() - tp
         plans += 1
         for a in actions:
