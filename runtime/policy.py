@@ -19,21 +19,13 @@ import numpy as np
 
 from runtime import samplers
 from runtime.chunks import executed_rows, now_row, rest_rows
+from runtime.normalize import minmax_scale_offset  # the trainer's MinMax uses the same function
 from runtime.package import (MAX_TC_RESET_AFTER, Manifest, Package, PackageError, _ort_message, check_candidates,
                              load_package)
 
 
 class PlanError(RuntimeError):
     """No usable plan: every candidate had a non-finite value. A bad plan is never returned."""
-
-
-def minmax_scale_offset(lo: list[float], hi: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """raw -> [-1, 1] as ``raw * scale + offset``; the trainer's MinMax (constant dimensions -> 0)."""
-    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    const = hi64 - lo64 < 1e-8
-    scale = 2.0 / np.where(const, 2.0, hi64 - lo64)
-    offset = np.where(const, -lo64 * scale, -1.0 - lo64 * scale)
-    return scale.astype(np.float32), offset.astype(np.float32)
 
 
 class Policy:

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
+import typing
 
 from trainer.data.replay_buffer import DatasetError, default_pusht_path
+from trainer.objectives.rs_imle import RSIMLEConfig
+from trainer.tasks import resolve_task
 from trainer.train.checkpoint import CheckpointError
-from trainer.train.config import TASKS, task_preset
+from trainer.train.config import TASKS, config_for_task, hyper_flags
 
 EPILOG = """\
 examples:
@@ -15,11 +19,13 @@ examples:
   imle-train --task pusht-state --fraction 0.25 --out runs/quarter
   imle-train --task pusht-state --preset paper --device cuda --steps 20000
   imle-train --task pusht-state --out runs/a --steps 6000   # resumes runs/a/last.pt and trains on to 6000
+  imle-train --task my_arm.toml --data my_arm.zarr --preset tiny   # your robot (imle-task init writes the file)
 
 The data defaults to $IMLE_PUSHT_ZARR or ../shared/data/pusht/pusht_cchi_v7_replay.zarr.
 Outputs in --out: last.pt (resumable checkpoint), best.pt (with --eval-every), metrics.jsonl,
 loss.png, config.json and episodes.json (the exact demonstration subset used).
-NaN or inf in the data is refused before training (the message names the episode and frame).
+A task file that does not match the data (columns, keys, image shape) and NaN or inf in the data
+are refused before training, with one line naming the field or the episode and frame.
 
 exit codes: 0 trained; 2 bad arguments, data or checkpoint; 3 training diverged (the loss or
 gradient became NaN or inf; the last checkpoint on disk is still good); 130 interrupted.
@@ -29,63 +35,44 @@ gradient became NaN or inf; the last checkpoint on disk is still good); 130 inte
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imle-train", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=TASKS, default="pusht-state", help="task preset (default: %(default)s)")
-    p.add_argument("--method", choices=["rs_imle", "diffusion", "flow_matching"], default=None,
-                   help="objective: rs_imle (the method, default) or a baseline on the same U-Net")
+    p.add_argument("--task", default="pusht-state", metavar="NAME|PATH",
+                   help=f"a built-in task ({', '.join(TASKS)}) or a task file (.toml; imle-task init writes one); "
+                        "default: %(default)s")
     p.add_argument("--data", default=None, help="replay buffer (.zarr); default: the shared Push-T demos")
     sub = p.add_mutually_exclusive_group()
     sub.add_argument("--episodes", type=int, default=None, help="use this many demonstrations")
     sub.add_argument("--fraction", type=float, default=None, help="use this fraction of demonstrations (0-1]")
     p.add_argument("--subset-seed", type=int, default=None, help="seed of the demonstration subset (default 0)")
-    p.add_argument("--preset", choices=["tiny", "small", "paper"], default=None,
-                   help="U-Net size: tiny 32/64/128, small 64/128/256 (default), paper 256/512/1024")
-    p.add_argument("--state-encoder", choices=["identity", "mlp"], default=None)
-    p.add_argument("--steps", type=int, default=None, help="total optimiser steps")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
-    p.add_argument("--n-samples", type=int, default=None, help="RS-IMLE: latents per datapoint m (default 20)")
-    p.add_argument("--epsilon", type=float, default=None, help="RS-IMLE: rejection radius (default 0.03)")
-    p.add_argument("--obs-noise", type=float, default=None,
-                   help="std of Gaussian noise added to the observed state while training, in normalised "
-                        "units where [-1, 1] spans the demos (default 0: off; 0.02 is about 5 px on Push-T)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<task>)")
-    p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate the EMA weights in gym-pusht every N steps and keep best.pt (0 = off)")
-    p.add_argument("--eval-episodes", type=int, default=None)
+    # the hyper-parameters: one option per TrainConfig / RSIMLEConfig field that carries help metadata
+    for name, flag, tp, meta in [*hyper_flags(), *_rs_imle_flags()]:
+        p.add_argument(flag, dest=name, type=tp, default=None, choices=meta.get("choices"),
+                       metavar=meta.get("metavar") or flag[2:].upper().replace("-", "_"), help=meta["help"])
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return p
 
 
+def _rs_imle_flags() -> list[tuple[str, str, type, dict]]:
+    hints = typing.get_type_hints(RSIMLEConfig)
+    return [(f"rs_imle.{f.name}", "--" + f.name.replace("_", "-"), hints[f.name], dict(f.metadata))
+            for f in dataclasses.fields(RSIMLEConfig) if f.metadata.get("help")]
+
+
 def config_from_args(args: argparse.Namespace):
-    cfg = task_preset(args.task)
-    overrides = {"method": args.method, "net_preset": args.preset, "state_encoder": args.state_encoder,
-                 "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
-                 "seed": args.seed, "device": args.device, "threads": args.threads, "out_dir": args.out,
-                 "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
-                 "eval_episodes": args.eval_episodes, "obs_noise": args.obs_noise}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    if args.out is None and args.method not in (None, "rs_imle"):
-        cfg.out_dir = f"runs/{args.task}-{args.method}"
+    """The TrainConfig of a command line: the task's facts, then the flags given (validated)."""
+    spec = resolve_task(args.task)
+    values = vars(args)
+    overrides = {name: values[name] for name, *_ in hyper_flags() if values.get(name) is not None}
+    rs = {name.split(".", 1)[1]: values[name] for name, *_ in _rs_imle_flags() if values.get(name) is not None}
+    if rs:
+        overrides["rs_imle"] = dataclasses.replace(RSIMLEConfig(), **rs)
+    if values.get("out_dir") is None and values.get("method") not in (None, "rs_imle"):
+        overrides["out_dir"] = f"runs/{spec.name}-{values['method']}"
+    cfg = config_for_task(spec, **overrides)
     cfg.data.path = str(args.data or default_pusht_path())
     cfg.data.episodes, cfg.data.fraction = args.episodes, args.fraction
     if args.subset_seed is not None:
         cfg.data.subset_seed = args.subset_seed
-    if args.n_samples is not None:
-        cfg.rs_imle.n_samples = args.n_samples
-    if args.epsilon is not None:
-        cfg.rs_imle.epsilon = args.epsilon
-    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.rs_imle.n_samples <= 0:
-        raise ValueError("--steps, --batch-size and --n-samples must be positive")
-    if cfg.obs_noise < 0:
-        raise ValueError(f"--obs-noise must be >= 0, got {cfg.obs_noise}")
     return cfg
 
 

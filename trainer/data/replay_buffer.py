@@ -41,8 +41,9 @@ class ReplayBuffer:
         return start, int(self.episode_ends[i])
 
 
-def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state", "action")) -> ReplayBuffer:
-    """Load ``keys`` from a Diffusion-Policy zarr replay buffer; images are kept as uint8.
+def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state", "action"),
+                       image_keys: tuple[str, ...] = ("img",)) -> ReplayBuffer:
+    """Load ``keys`` from a Diffusion-Policy zarr replay buffer; ``image_keys`` are kept as uint8.
 
     Raises DatasetError with a one-line message if the file or its layout is wrong.
     """
@@ -71,7 +72,7 @@ def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state"
         if arr.shape[0] < ends[-1]:
             raise DatasetError(f"{p}: data/{key} has {arr.shape[0]} frames but episode_ends says {ends[-1]}")
         values = arr[: int(ends[-1])]
-        if key == "img":
+        if key in image_keys:
             if np.issubdtype(values.dtype, np.floating):
                 check_finite(values, ends, f"data/{key}", p)  # NaN would become an arbitrary pixel
             values = np.clip(values, 0, 255).astype(np.uint8)  # float 0..255 on disk; 4x smaller in RAM

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-from runtime.package import ActionSpec, ControlSpec, Horizons, Manifest, MinMaxStats, Normalization, ObsSpec, Training
+from runtime.package import (METHODS, ActionSpec, ControlSpec, Horizons, Manifest, MinMaxStats, Normalization, ObsSpec,
+                             Training)
+from runtime.task_spec import TaskSpecError
 from trainer.export import tasks
 from trainer.export.baselines import DEFAULT_SAMPLERS, export_baseline
 from trainer.export.common import ExportOptions
@@ -67,13 +69,23 @@ def _export_package(checkpoint, out_dir, quantize, calibration, options, **overr
     out_dir = Path(out_dir)
     state = _load_state(checkpoint)
     method = state.get("method", "rs_imle")
-    if method not in ("rs_imle", "diffusion", "flow_matching"):
+    if method not in METHODS:
         raise ExportError(f"checkpoint method {method!r} is not exportable")
     net = _network(state, opt.use_ema)
     spec: NetworkSpec = net.spec
     config = state.get("config", {})
-    task = config.get("task", "unknown")
     data_cfg = config.get("data", {})
+    try:
+        task = tasks.task_from_checkpoint(state, spec.state_dim, spec.action_dim, spec.obs_horizon,
+                                          spec.pred_horizon, spec.image_shape)
+    except TaskSpecError as exc:
+        raise ExportError(f"checkpoint task: {exc}") from None
+    for what, have, want in (("observation.state.use", len(task.state.use), spec.state_dim),
+                             ("action.names", len(task.action.names), spec.action_dim),
+                             ("horizons.obs", task.horizons.obs, spec.obs_horizon),
+                             ("horizons.pred", task.horizons.pred, spec.pred_horizon)):
+        if have != want:  # a checkpoint whose task and network disagree is refused, never relabelled
+            raise ExportError(f"checkpoint task {task.name}: {what} gives {have} but the network has {want}")
     if calibration is None:
         calibration = from_checkpoint_data(state, opt.data_path, opt.n_calibrate, opt.n_parity, opt.seed)
     elif calibration == "random":
@@ -93,16 +105,14 @@ def _export_package(checkpoint, out_dir, quantize, calibration, options, **overr
             sampler = opt.sampler or DEFAULT_SAMPLERS[method]
             files, parity, cond_dim = export_baseline(net, stage, calibration, opt, sampler, low, high)
         manifest = Manifest(
-            name=opt.name or out_dir.name, method=method, task=task,
-            obs=ObsSpec(state_dim=spec.state_dim,
-                        state_names=tasks.state_names(task, tuple(data_cfg.get("state_dims", range(spec.state_dim)))),
+            name=opt.name or out_dir.name, method=method, task=task.name,
+            obs=ObsSpec(state_dim=spec.state_dim, state_names=list(task.state.use),
                         image_shape=list(spec.image_shape) if spec.image_shape else None,
-                        channel_order=tasks.channel_order(task) if spec.image_shape else None,
+                        channel_order=task.images[0].channel_order if spec.image_shape else None,
                         image_dtype="uint8" if spec.image_shape else None),
-            action=ActionSpec(dim=spec.action_dim, names=tasks.action_names(task, spec.action_dim), low=low, high=high),
-            horizons=Horizons(obs=spec.obs_horizon, pred=spec.pred_horizon,
-                              action=int(data_cfg.get("action_horizon", 8))),
-            control=ControlSpec(period_s=tasks.period_s(task),
+            action=ActionSpec(dim=spec.action_dim, names=list(task.action.names), low=low, high=high),
+            horizons=Horizons(obs=spec.obs_horizon, pred=spec.pred_horizon, action=task.horizons.action),
+            control=ControlSpec(period_s=task.period_s,
                                 candidates=opt.candidates if method == "rs_imle" else 1,
                                 temporal_consistency=opt.temporal_consistency,
                                 tc_reset_after=opt.tc_reset_after if method == "rs_imle" else 0),
@@ -113,9 +123,7 @@ def _export_package(checkpoint, out_dir, quantize, calibration, options, **overr
             training=Training(dataset=str(data_cfg.get("path", "")), episodes=list(state.get("episodes", [])),
                               steps=int(state.get("step", 0)), config=config, code_version=code_version(),
                               command=str(state.get("command", ""))),
-            parity=parity, sampler=sampler, cond_dim=cond_dim)
-        if len(manifest.obs.state_names) != spec.state_dim:  # config and spec disagree: fall back to generic names
-            manifest.obs.state_names = [f"state_{i}" for i in range(spec.state_dim)]
+            parity=parity, sampler=sampler, cond_dim=cond_dim, task_spec=task.to_dict())
         # golden vectors (runtime.golden): a few parity observations through every graph, re-run by imle-verify
         from runtime.golden import make_golden
         from runtime.package import Package

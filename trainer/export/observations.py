@@ -44,7 +44,7 @@ def _sample(dataset, frames: np.ndarray, n: int, rng: np.random.Generator, sourc
     state = dataset.state[obs_frames].astype(np.float32)
     image = None
     if dataset.config.use_image:
-        image = np.ascontiguousarray(np.moveaxis(dataset.buffer.data["img"][obs_frames], -1, 2))
+        image = np.ascontiguousarray(np.moveaxis(dataset.images[obs_frames], -1, 2))
     return ObservationSet(state, image, source)
 
 

@@ -21,7 +21,8 @@ is identical to back-propagating through all m, at about a third of the compute.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,8 +31,15 @@ from trainer.models.policy_net import PolicyNetwork
 
 @dataclass
 class RSIMLEConfig:
-    n_samples: int = 20  # m, latents per datapoint (paper: 20)
-    epsilon: float = 0.03  # rejection radius in normalised units (paper: 0.03)
+    n_samples: int = field(default=20, metadata={"help": "RS-IMLE: latents per datapoint m (default 20)"})
+    epsilon: float = field(default=0.03, metadata={"help": "RS-IMLE: rejection radius (default 0.03)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples <= 0:
+            raise ValueError(f"--n-samples must be a positive integer, got {self.n_samples}")
+        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) or \
+                not math.isfinite(self.epsilon) or self.epsilon < 0:
+            raise ValueError(f"--epsilon must be a finite number >= 0, got {self.epsilon}")
 
 
 def rs_imle_loss(target: torch.Tensor, samples: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, dict]:

@@ -1,39 +1,92 @@
-"""Training configuration and task presets."""
+"""Training configuration: hyper-parameters here, task facts from the task file (runtime.task_spec).
+
+A :class:`TrainConfig` holds the optimiser, network size and schedule; what the policy observes and
+commands (replay-buffer keys, observed columns, angles, horizons) comes from a TaskSpec through
+:func:`config_for_task`, and the whole task travels in the config (``task_spec``) into the checkpoint
+and from there into the package's manifest. The ``imle-train`` flags are generated from the fields'
+metadata (:func:`hyper_flags`); values are checked in ``__post_init__``.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import asdict, dataclass, field
 
+from runtime.package import METHODS
+from runtime.task_spec import TaskSpec
 from trainer.data.dataset import DataConfig
+from trainer.models.unet1d import PRESETS
 from trainer.objectives.rs_imle import RSIMLEConfig
+from trainer.tasks import builtin_names, resolve_task
+
+STATE_ENCODERS = ("identity", "mlp")
+IMAGE_BATCH_SIZE = 64  # default batch for image tasks (Diffusion Policy's image setting); 128 otherwise
+
+
+def _flag(help: str, flag: str | None = None, choices: tuple | None = None, metavar: str | None = None) -> dict:
+    """Field metadata that makes the field an ``imle-train`` option."""
+    return {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
 
 
 @dataclass
 class TrainConfig:
-    task: str = "pusht-state"
-    method: str = "rs_imle"  # rs_imle | diffusion | flow_matching
+    task: str = "pusht-state"  # the task's name (task_spec holds the task itself)
+    method: str = field(default="rs_imle", metadata=_flag(
+        "objective: rs_imle (the method, default) or a baseline on the same U-Net", choices=METHODS))
     data: DataConfig = field(default_factory=DataConfig)
-    net_preset: str = "small"  # tiny (32/64/128) | small (64/128/256) | paper (256/512/1024)
-    state_encoder: str = "identity"  # identity | mlp
-    angle_dims: tuple[int, ...] = ()
+    net_preset: str = field(default="small", metadata=_flag(
+        "U-Net size: " + ", ".join(f"{k} {'/'.join(map(str, v.down_dims))}" + (" (default)" if k == "small" else "")
+                                   for k, v in PRESETS.items()), flag="preset", choices=tuple(PRESETS)))
+    state_encoder: str = field(default="identity", metadata=_flag("state encoder", choices=STATE_ENCODERS))
+    angle_dims: tuple[int, ...] = ()  # observed columns that are angles (from the task's `angles`)
     rs_imle: RSIMLEConfig = field(default_factory=RSIMLEConfig)
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 1e-4
+    steps: int = field(default=3000, metadata=_flag("total optimiser steps"))
+    batch_size: int = field(default=128, metadata=_flag(f"batch size (default 128; {IMAGE_BATCH_SIZE} for image tasks)"))
+    lr: float = field(default=1e-4, metadata=_flag("peak learning rate (default 1e-4)"))
     weight_decay: float = 1e-6
-    warmup_steps: int = 500
+    warmup_steps: int = field(default=500, metadata=_flag("warm-up steps", flag="warmup"))
     grad_clip: float = 1.0
     # Gaussian noise on the observed state while training, std in normalised units ([-1, 1] spans the
     # demos' range): 0.02 is about 5 px on Push-T. Smooths the policy over states the demos miss.
-    obs_noise: float = 0.0
+    obs_noise: float = field(default=0.0, metadata=_flag(
+        "std of Gaussian noise added to the observed state while training, in normalised units where [-1, 1] "
+        "spans the demos (default 0: off; 0.02 is about 5 px on Push-T)"))
     ema_decay: float = 0.9999
-    seed: int = 0
-    device: str = "auto"  # auto -> cuda when present, else cpu
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    out_dir: str = "runs/pusht-state"
-    checkpoint_every: int = 500
+    seed: int = field(default=0, metadata=_flag("random seed"))
+    device: str = field(default="auto", metadata=_flag("auto (default), cpu or cuda"))
+    threads: int = field(default=0, metadata=_flag("torch CPU threads (default: all cores)"))
+    out_dir: str = field(default="runs/pusht-state", metadata=_flag("run directory (default runs/<task>)", flag="out"))
+    checkpoint_every: int = field(default=500, metadata=_flag("steps between checkpoints"))
     log_every: int = 10
-    eval_every: int = 0  # 0 = no evaluation while training (see trainer.evaluate)
-    eval_episodes: int = 5
+    eval_every: int = field(default=0, metadata=_flag(
+        "evaluate the EMA weights in gym-pusht every N steps and keep best.pt (0 = off)"))
+    eval_episodes: int = field(default=5, metadata=_flag("episodes per evaluation"))
+    task_spec: dict | None = None  # runtime.task_spec.TaskSpec.to_dict(); None in checkpoints made before it
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, fld: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"{flag_name(fld)} must be {rule}, got {getattr(self, fld)}")
+
+        need(self.method in METHODS, "method", f"one of {', '.join(METHODS)}")
+        # "custom": a network built outside imle-train (trainer.export.synthetic); its checkpoint's spec holds the U-Net
+        need(self.net_preset in (*PRESETS, "custom"), "net_preset", f"one of {', '.join(PRESETS)}")
+        need(self.state_encoder in STATE_ENCODERS, "state_encoder", f"one of {', '.join(STATE_ENCODERS)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "eval_episodes"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) > 0, name, "a positive integer")
+        for name in ("warmup_steps", "seed", "threads", "eval_every"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        need(_finite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(_finite(self.grad_clip) and self.grad_clip > 0, "grad_clip", "a finite number > 0")
+        need(_finite(self.obs_noise) and self.obs_noise >= 0, "obs_noise", ">= 0")
+        need(_finite(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        if self.task_spec is not None:
+            TaskSpec.from_dict(self.task_spec)  # TaskSpecError (a ValueError) names the field
+
+    def spec(self) -> TaskSpec | None:
+        return None if self.task_spec is None else TaskSpec.from_dict(self.task_spec)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,24 +96,56 @@ class TrainConfig:
         d = dict(d)
         data = dict(d.pop("data"))
         data["state_dims"] = tuple(data["state_dims"])
+        data = {k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__}
         rs = RSIMLEConfig(**d.pop("rs_imle"))
         d["angle_dims"] = tuple(d.get("angle_dims", ()))
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(data=DataConfig(**data), rs_imle=rs, **known)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- task -> config
+def data_config_for(spec: TaskSpec, path: str = "") -> DataConfig:
+    """The replay-buffer selection a task implies: keys, observed columns, horizons."""
+    return DataConfig(path=path, state_dims=spec.state.columns, use_image=bool(spec.images),
+                      obs_horizon=spec.horizons.obs, pred_horizon=spec.horizons.pred,
+                      action_horizon=spec.horizons.action, state_key=spec.state.key, action_key=spec.action.key,
+                      image_key=spec.images[0].key if spec.images else "img")
+
+
+def config_for_task(spec: TaskSpec, **overrides) -> TrainConfig:
+    """Default hyper-parameters for ``spec`` (batch size by modality, run directory by name) with its task
+    facts filled in; ``overrides`` set TrainConfig fields (validated)."""
+    base = TrainConfig(task=spec.name, task_spec=spec.to_dict(), data=data_config_for(spec),
+                       angle_dims=spec.state.angle_dims,
+                       batch_size=IMAGE_BATCH_SIZE if spec.images else 128, out_dir=f"runs/{spec.name}")
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
 def task_preset(task: str) -> TrainConfig:
-    """Defaults for a named task; command-line overrides are applied on top."""
-    if task == "pusht-state":
-        # [agent x, agent y, block x, block y, block angle]; the angle wraps at 2*pi, so the
-        # network sees it as (sin, cos) rather than a min-max value with a jump.
-        return TrainConfig(task=task, data=DataConfig(state_dims=(0, 1, 2, 3, 4)), angle_dims=(4,),
-                           out_dir="runs/pusht-state")
-    if task == "pusht-image":
-        # Diffusion Policy's image setting: 96x96 top-down camera + the agent position.
-        return TrainConfig(task=task, data=DataConfig(state_dims=(0, 1), use_image=True), batch_size=64,
-                           out_dir="runs/pusht-image")
-    raise ValueError(f"unknown task {task!r}: choose pusht-state or pusht-image")
+    """Defaults for a built-in task name or a task file path; command-line overrides go on top."""
+    return config_for_task(resolve_task(task))
 
 
-TASKS = ("pusht-state", "pusht-image")
+TASKS = builtin_names()
+
+
+# ---------------------------------------------------------------------------- flags from fields
+def flag_name(fld: str) -> str:
+    f = TrainConfig.__dataclass_fields__.get(fld)
+    flag = (f.metadata.get("flag") if f is not None and f.metadata else None) or fld
+    return "--" + flag.replace("_", "-")
+
+
+def hyper_flags() -> list[tuple[str, str, type, dict]]:
+    """(field, --flag, type, metadata) for every TrainConfig field that is an ``imle-train`` option."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f.name, flag_name(f.name), hints[f.name], dict(f.metadata))
+            for f in dataclasses.fields(TrainConfig) if f.metadata.get("help")]

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trainer.data.dataset import DemoDataset, load_dataset
+from trainer.data.task_check import check_task_data
 from trainer.models.policy_net import NetworkSpec, PolicyNetwork, build_network
 from trainer.models.unet1d import PRESETS, UNetConfig
 from trainer.objectives import build_objective
@@ -77,6 +78,29 @@ def noisy_state(obs_state: torch.Tensor, state_scale: torch.Tensor, std: float) 
     return obs_state + torch.randn_like(obs_state) * (std / state_scale)
 
 
+# config keys added since older checkpoints were written: a run saved without them resumes if the rest agrees
+_ADDED = {"task_spec", "data.state_key", "data.action_key", "data.image_key"}
+
+
+def same_config(saved: dict, current: dict, prefix: str = "") -> bool:
+    """Would resuming ``saved`` under ``current`` train the same thing? ``steps`` may differ (train on)."""
+    for key in set(saved) | set(current):
+        path = f"{prefix}{key}"
+        if path == "steps":
+            continue
+        if key not in saved and path in _ADDED:
+            continue
+        if key not in saved or key not in current:
+            return False
+        a, b = saved[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict) and path == "data":
+            if not same_config(a, b, "data."):
+                return False
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            return False
+    return True
+
+
 def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn | None = None,
           resume: bool = True, progress: bool = True, command: str = "") -> TrainResult:
     """Train (or resume) a policy as configured; returns where the checkpoints are.
@@ -92,7 +116,11 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
     if device.type == "cuda":  # TF32 matmuls/convs: ~2x on Ampere+ at no measurable cost for this model
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dataset = dataset or load_dataset(cfg.data)
+    if dataset is None:
+        task = cfg.spec()
+        if task is not None:  # a task that does not describe the data: one line, before anything is loaded
+            check_task_data(task, cfg.data.path)
+        dataset = load_dataset(cfg.data)
     objective = build_objective(cfg)
 
     torch.manual_seed(cfg.seed)
@@ -111,7 +139,7 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
         if state.get("slim"):
             raise ValueError(f"{last_path} is a slim checkpoint ({state['slim']}): it exports but cannot "
                              "resume; use a new --out to train again")
-        if state["config"] != cfg.to_dict() | {"steps": state["config"]["steps"]}:
+        if not same_config(state["config"], cfg.to_dict()):
             raise ValueError(f"{last_path} was trained with a different configuration; use a new --out "
                              "or --no-resume to start over")
         try:
