@@ -1,0 +1,111 @@
+"""Build the reference firmware's host programs (and the AVR image) with caching.
+
+Outputs go to $IMLE_FIRMWARE_CACHE or ~/.cache/imle-policy/firmware/<hash>/, keyed by a hash of the
+sources, the flags and the compiler's version, so a test session compiles once and later sessions not
+at all. Builds take a file lock, so parallel test workers never see a half-written binary.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+CORE = HERE / "ImleFirmware" / "src"
+CORE_SOURCES = (CORE / "imle_proto.c", CORE / "imle_device.c")
+CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
+
+# program name -> (sources beyond the core, extra link flags)
+HOST_PROGRAMS = {
+    "imle-harness": ((HERE / "host" / "imle_harness.c",), ()),
+    "imle-device": ((HERE / "host" / "imle_device_host.c", HERE / "host" / "hostio.c"), ("-lm",)),
+}
+
+AVR_MCU = "atmega2560"
+AVR_F_CPU = 16_000_000
+AVR_CFLAGS = ("-std=gnu99", "-Os", "-Wall", "-Wextra", "-Werror", f"-mmcu={AVR_MCU}", f"-DF_CPU={AVR_F_CPU}UL",
+              "-ffunction-sections", "-fdata-sections", "-DIMLE_TX_PAYLOAD_MAX=160", "-DIMLE_MAX_JOINTS=4",
+              "-DIMLE_MAX_EXTRAS=4", "-DIMLE_PORT_HEADER=\"trace_sim.h\"")
+AVR_SOURCES = (HERE / "avr" / "port_sim_mega.c",)
+
+
+class BuildUnavailable(RuntimeError):
+    """No compiler (or simulator library) on this machine: tests skip with this message."""
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    cc: str
+    version: str
+
+
+def _tool(names: Sequence[str]) -> Optional[str]:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def host_compiler() -> Toolchain:
+    cc = _tool([os.environ.get("CC", ""), "cc", "gcc", "clang"] if os.environ.get("CC") else ["cc", "gcc", "clang"])
+    if cc is None:
+        raise BuildUnavailable("no C compiler (cc/gcc/clang) on PATH: install build-essential to build the "
+                               "reference firmware")
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
+    return Toolchain(cc, out.splitlines()[0] if out else cc)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("IMLE_FIRMWARE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imle-policy" / "firmware"
+
+
+def _digest(parts: Sequence[object], files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(repr(part).encode())
+    for path in sorted(set(files)):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _headers(*dirs: Path) -> list[Path]:
+    return [p for d in dirs for p in sorted(d.glob("*.h"))]
+
+
+def _compile_cached(name: str, argv_tail: Sequence[str], files: Sequence[Path], key: Sequence[object],
+                    cc: str) -> Path:
+    out_dir = cache_root() / f"{name}-{_digest(key, files)}"
+    out = out_dir / name
+    if out.exists():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return out
+        tmp = out_dir / f".{name}.{os.getpid()}"
+        proc = subprocess.run([cc, *argv_tail, "-o", str(tmp)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {name} failed:\n{proc.stderr.strip()}")
+        os.replace(tmp, out)  # atomic: nobody runs a half-written binary
+    return out
+
+
+def build_host(program: str) -> Path:
+    """Compile one host program (`imle-harness` or `imle-device`) and return its path."""
+    extra, libs = HOST_PROGRAMS[program]
+    tc = host_compiler()
+    sources = [*CORE_SOURCES, *extra]
+    files = [*sources, *_headers(CORE, HERE / "host")]
+    argv = [*CFLAGS, f"-I{CORE}", f"-I{HERE / 'host'}", *map(str, sources), *libs]
+    return _compile_cached(program, argv, files, (program, tc.version, argv), tc.cc)
