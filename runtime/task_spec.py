@@ -366,8 +366,9 @@ def _table(value: Any, path: str, required: tuple[str, ...] = (), optional: tupl
     for k in value:
         if k not in required and k not in optional:
             allowed = ", ".join((*required, *optional))
-            sub = f"{path}.{k}" if path else str(k)
-            raise TaskSpecError(f"task field '{_short(sub, 80)}' is not known (allowed in {where}: {allowed})")
+            shown = k if isinstance(k, str) and len(k) <= 64 and _KEY.fullmatch(k) else _short(k, 40)
+            sub = f"{path}.{shown}" if path else shown
+            raise TaskSpecError(f"task field '{sub}' is not known (allowed in {where}: {allowed})")
     for k in required:
         if k not in value:
             sub = f"{path}.{k}" if path else k
