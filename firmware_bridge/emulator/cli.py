@@ -1,4 +1,6 @@
-"""`imle-emulator`: an emulated microcontroller (Push-T plant) on a pseudo-terminal.
+"""`imle-emulator`: an emulated microcontroller on a pseudo-terminal, driving a plant: Push-T (gym-pusht
+physics) or a generic N-joint robot (numpy only) whose joints and limits come from a policy package or
+a task file (--plant joints --from PACKAGE_OR_TASK) or from --joints/--lower/--upper.
 
 Prints the device path on the first stdout line, then runs until SIGINT/SIGTERM. Lines on stdin
 inject faults at run time; each is answered with one stdout line ("ok ..." or "error ..."):
@@ -20,6 +22,7 @@ from typing import Callable, Optional, TextIO
 
 from .device import HOSTILE_STATES, MALFORMED_CAPS, DeviceConfig, DeviceCore
 from .faults import FaultConfig, FaultInjector
+from .plants import PLANTS, Plant, build_plant
 from .pty_port import PtyPort
 
 
@@ -32,12 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "JointCommand/Heartbeat (realtime only; 0 disables)")
     p.add_argument("--seed", type=int, default=0, help="plant reset seed at start")
     p.add_argument("--state-hz", type=float, default=50.0, help="State stream rate")
-    p.add_argument("--firmware-version", default="imle-emulator 0.1.0 (push-t)")
+    p.add_argument("--firmware-version", default=None, help="default: imle-emulator VERSION (PLANT)")
     p.add_argument("--link", help="also expose the device at this stable symlink path (survives vanish)")
     p.add_argument("--command-log", help="append every applied JointCommand as a JSON line to this file")
     p.add_argument("--max-step", type=float, default=None, metavar="PX",
                    help="refuse a JointCommand that moves a target more than PX (Fault IMPLAUSIBLE); default: the "
-                        "plant's (200 px, ~1.5x the largest step in the Push-T demos); 0 disables the check")
+                        "plant's (Push-T: 200 px, ~1.5x the largest step in the Push-T demos; joints: 2 x max "
+                        "velocity x control period); 0 disables the check")
+    j = p.add_argument_group("plant")
+    j.add_argument("--plant", choices=PLANTS, default="auto",
+                   help="auto (default): Push-T when --from names a Push-T robot (or nothing) and gym-pusht is "
+                        "installed, else the joints plant")
+    j.add_argument("--from", dest="plant_from", metavar="PACKAGE_OR_TASK",
+                   help="a policy package directory, its manifest.json, or a task .toml: the joints plant takes "
+                        "its joints (task action.joints, else action names) and limits (action low/high)")
+    j.add_argument("--joints", type=names_arg, metavar="A,B,...", help="joint names (joints plant)")
+    j.add_argument("--lower", type=floats_arg, metavar="X[,X...]", help="lower joint limits (one for all, or per joint)")
+    j.add_argument("--upper", type=floats_arg, metavar="X[,X...]", help="upper joint limits")
+    j.add_argument("--max-velocity", type=floats_arg, metavar="V[,V...]",
+                   help="joint speed limit per second (default: half the joint's range per second)")
+    j.add_argument("--max-accel", type=floats_arg, metavar="A[,A...]",
+                   help="joint acceleration limit per second^2 (default: full speed in 0.25 s)")
+    j.add_argument("--latency-ms", type=float, default=0.0, help="a command takes effect this long after it arrives")
+    j.add_argument("--noise", type=floats_arg, metavar="S[,S...]", help="measurement noise std per joint (seeded)")
+    j.add_argument("--control-period", type=float, metavar="S",
+                   help="simulated time per lock-step command (default: the task's period, else 0.1 s)")
+    j.add_argument("--physics-hz", type=float, default=200.0, help="joints plant integration rate")
     f = p.add_argument_group("fault injection")
     f.add_argument("--corrupt-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes sent")
     f.add_argument("--corrupt-rx-one-in", type=int, default=0, metavar="N", help="corrupt 1 in N bytes received")
@@ -56,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "a 1e30 position), then normal ones again; repeatable")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent died)")
     return p
+
+
+def floats_arg(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"want finite numbers, got {text!r}")
+    return values
+
+
+def names_arg(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"want comma-separated non-empty names, got {text!r}")
+    return names
 
 
 def parse_hostile(text: str) -> tuple[str, float, int]:
@@ -78,21 +118,41 @@ def log(msg: str) -> None:
     print(f"imle-emulator: {msg}", file=sys.stderr, flush=True)
 
 
+def make_plant(args: argparse.Namespace) -> Plant:
+    """The plant the options ask for (LayoutError, a ValueError, or ImportError for Push-T without gym-pusht)."""
+    if args.latency_ms is not None and not (math.isfinite(args.latency_ms) and 0 <= args.latency_ms <= 10_000):
+        raise ValueError(f"--latency-ms must be in [0, 10000], got {args.latency_ms}")
+    if not (math.isfinite(args.physics_hz) and 10 <= args.physics_hz <= 10_000):
+        raise ValueError(f"--physics-hz must be in [10, 10000], got {args.physics_hz}")
+    plant = build_plant(args.plant, args.plant_from, args.seed, joint_names=args.joints, lower=args.lower,
+                        upper=args.upper, max_velocity=args.max_velocity, max_accel=args.max_accel,
+                        latency_s=args.latency_ms / 1000.0, noise=args.noise, control_dt=args.control_period,
+                        physics_dt=1.0 / args.physics_hz)
+    if plant.kind == "joints":
+        c = plant.config  # type: ignore[attr-defined]
+        log(f"joints plant from {c.source}: {len(c.joint_names)} joints {', '.join(c.joint_names)}; "
+            f"lower {list(c.lower)} upper {list(c.upper)} max_velocity {[round(v, 6) for v in c.max_velocity]} "
+            f"max_accel {[round(v, 6) for v in c.max_accel]} latency {c.latency_s:g} s noise {list(c.noise)} "
+            f"control period {c.control_dt:g} s")
+    else:
+        log("Push-T plant")
+    return plant
+
+
 class Emulator:
     """The select() loop around DeviceCore, the pty and stdin commands."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from .plant import PushTPlant  # imports gym-pusht: only once we are sure we will run
         if not 0.0 <= args.drop_fraction < 1.0:
             raise ValueError(f"--drop-fraction must be in [0, 1), got {args.drop_fraction}")
         self.args = args
+        self.plant = make_plant(args)  # before anything is opened: a bad plant is a one-line error
         self.port = PtyPort(args.link)
         self.faults = FaultInjector(FaultConfig(args.corrupt_one_in, args.corrupt_rx_one_in, args.drop_fraction,
                                                 args.fault_seed))
         self.command_log: Optional[TextIO] = open(args.command_log, "a") if args.command_log else None
         config = DeviceConfig(args.mode, args.watchdog_ms, args.state_hz, args.firmware_version, args.malformed_caps,
                               args.max_step)
-        self.plant = PushTPlant(args.seed)
         self.core = DeviceCore(config, self.plant, self.port.queue, time.monotonic(), self.faults, self.command_log)
         self.stop = False
         self.back_at: Optional[float] = None   # when a vanished device comes back
@@ -212,7 +272,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         emulator = Emulator(args)
     except ImportError as exc:
         print(f"imle-emulator: error: the Push-T plant needs gym-pusht ({exc}); "
-              f"install it with: pip install -e '.[sim]'", file=sys.stderr)
+              f"install it with: pip install -e '.[sim]', or use --plant joints --from PACKAGE_OR_TASK",
+              file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"imle-emulator: error: {exc}", file=sys.stderr)

@@ -15,8 +15,9 @@ from ..protocol import (PROTOCOL_VERSION, Ack, AckResult, Capabilities, Capabili
                         FaultCode, Frame, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Message, MsgType,
                         Reset, State, StatusFlags, StatusRequest, encode_frame, encode_raw_frame)
 from .faults import FaultInjector
-from .plant import PushTPlant
+from .plants.base import Plant
 
+FIRMWARE_VERSION = "0.2.0"
 MALFORMED_CAPS = ("truncated", "invalid")
 # Hostile States for fault campaigns (what a broken or malicious device might send): one joint fewer,
 # one more, no extras, a NaN position, a 1e30 position.
@@ -31,7 +32,7 @@ class DeviceConfig:
     mode: str = "realtime"            # "realtime" | "lockstep"
     watchdog_ms: int = 300            # realtime only; 0 disables
     state_hz: float = 50.0            # State stream rate (keep-alive rate in lock-step)
-    firmware_version: str = "imle-emulator 0.1.0 (push-t)"
+    firmware_version: Optional[str] = None  # None: "imle-emulator VERSION (PLANT)"
     malformed_caps: Optional[str] = None  # reply to Hello with broken Capabilities: "truncated" | "invalid"
     max_step: Optional[float] = None  # plausibility limit per command and joint; None: the plant's; 0: none
 
@@ -57,10 +58,11 @@ class DeviceCore:
                       FaultCode.BAD_FRAME: 1.0}
     SESSION_MIN_ALIVE_S = 1.0  # a session is alive while its host sent a valid frame within max(this, 2 x watchdog)
 
-    def __init__(self, config: DeviceConfig, plant: PushTPlant, transmit: Callable[[bytes], bool], now: float,
+    def __init__(self, config: DeviceConfig, plant: Plant, transmit: Callable[[bytes], bool], now: float,
                  faults: Optional[FaultInjector] = None, command_log: Optional[TextIO] = None) -> None:
         self.config = config
         self.plant = plant
+        self.firmware_version = config.firmware_version or f"imle-emulator {FIRMWARE_VERSION} ({plant.kind})"
         self._transmit = transmit   # returns False when the TX queue overflowed
         self.faults = faults or FaultInjector()
         self.command_log = command_log
@@ -388,7 +390,7 @@ class DeviceCore:
         if self.config.malformed_caps == "invalid":
             lower, upper = upper, lower  # lower > upper: decodes fine, makes no sense
         caps = Capabilities(
-            self.config.firmware_version, self.plant.joint_names, lower, upper, self.max_velocity,
+            self.firmware_version, self.plant.joint_names, lower, upper, self.max_velocity,
             self.plant.extra_names, watchdog_ms=0 if self.config.lockstep else self.config.watchdog_ms,
             state_period_us=int(round(1e6 / self.config.state_hz)), flags=int(flags), nonce=nonce,
             max_step=self.max_step)

@@ -125,11 +125,16 @@ def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int 
                    corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
                    fault_seed: int = 0, malformed_caps: Optional[str] = None, command_log: Optional[str] = None,
                    max_step: Optional[float] = None, hostile_states: Sequence[str] = (),
+                   plant: str = "auto", plant_from: Optional[str] = None, latency_ms: float = 0.0,
+                   noise: Optional[float] = None,
                    extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
                    python: str = sys.executable) -> EmulatorProcess:
     """Start `imle-emulator` in its own process and wait for its device path.
 
-    hostile_states: "KIND:AFTER_S:COUNT" strings (see `imle-emulator --help`)."""
+    plant: "auto" | "pusht" | "joints"; plant_from: a package directory, manifest or task .toml whose
+    joints (and limits) the joints plant takes ("auto" picks Push-T for a Push-T robot when gym-pusht is
+    installed, else the joints plant). latency_ms, noise: the joints plant's command latency and
+    measurement noise (std, all joints). hostile_states: "KIND:AFTER_S:COUNT" strings (`imle-emulator --help`)."""
     workdir = tempfile.mkdtemp(prefix="imle-emu-")
     link = os.path.join(workdir, "tty")
     args = [python, "-m", "firmware_bridge.emulator.cli", "--mode", mode, "--watchdog-ms", str(watchdog_ms),
@@ -142,6 +147,13 @@ def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int 
         args += ["--command-log", command_log]
     if max_step is not None:
         args += ["--max-step", str(float(max_step))]
+    args += ["--plant", plant]
+    if plant_from is not None:
+        args += ["--from", os.path.abspath(plant_from)]
+    if latency_ms:
+        args += ["--latency-ms", str(float(latency_ms))]
+    if noise is not None:
+        args += ["--noise", str(float(noise))]
     for spec in hostile_states:
         args += ["--hostile-states", spec]
     env = dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",

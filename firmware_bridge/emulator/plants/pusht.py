@@ -63,6 +63,7 @@ def reset_pusht(env, seed: Optional[int], state: Optional[Sequence[float]] = Non
 class PushTPlant:
     """Push-T physics behind the device: joints = pusher (x, y), extras = block pose + coverage."""
 
+    kind = "push-t"
     joint_names = JOINT_NAMES
     extra_names = EXTRA_NAMES
 
