@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from runtime.package import Manifest
+    from runtime.task_spec import TaskSpec
 
 MAX_NAME_CHARS = 256
 MAX_MAP_ENTRIES = 1024
@@ -71,6 +75,8 @@ class TaskNames:
     success_signal: Optional[str] = None     # a robot name (joint or extra) reported each tick
     success_threshold: Optional[float] = None  # success when signal >= threshold
     source: str = "task_spec"         # "task_spec" | "manifest" (a package without a task_spec)
+    action_low: Optional[tuple[float, ...]] = None   # the task's action limits (they only narrow the robot's)
+    action_high: Optional[tuple[float, ...]] = None
 
     def __post_init__(self) -> None:
         if len(self.action_joints) != len(self.action_names):
@@ -88,15 +94,14 @@ class TaskNames:
             raise MappingError(f"the task's success threshold must be finite, got {self.success_threshold!r}")
 
     @classmethod
-    def from_task_spec(cls, spec: Any) -> "TaskNames":
-        """From a runtime.task_spec.TaskSpec (observation.state.use, action.names/joints, success)."""
-        state = spec.observation.state
-        use = tuple(state.use) if state.use else tuple(state.names)
+    def from_task_spec(cls, spec: "TaskSpec", source: str = "task_spec") -> "TaskNames":
+        """From the package's TaskSpec: observed names (state.use), action names and joints, success."""
         act = spec.action
-        joints = tuple(act.joints) if act.joints else tuple(act.names)
+        joints = tuple(act.joints) if act.joints is not None else tuple(act.names)
         succ = spec.success
-        return cls(use, tuple(act.names), joints, succ.signal if succ is not None else None,
-                   float(succ.threshold) if succ is not None else None, "task_spec")
+        return cls(tuple(spec.obs_names), tuple(act.names), joints, succ.signal if succ is not None else None,
+                   float(succ.threshold) if succ is not None else None, source,
+                   None if act.low is None else tuple(act.low), None if act.high is None else tuple(act.high))
 
     @classmethod
     def from_manifest_names(cls, state_names: Sequence[str], action_names: Sequence[str]) -> "TaskNames":
@@ -173,15 +178,9 @@ class ActionMapper:
         return out
 
 
-def task_names_of(manifest: Any) -> TaskNames:
-    """The names a package's manifest gives the runtime: its task_spec when it has one, else (a package
-    exported before tasks were files) its obs/action names with no success signal."""
-    # TODO(#17 tasks): use the Manifest's TaskSpec accessor once runtime/package.py has `task_spec`;
-    # until then a manifest without the field is an older export.
-    raw = getattr(manifest, "task_spec", None)
-    if isinstance(raw, dict):
-        from runtime.task_spec import TaskSpec  # runtime's one TaskSpec (helper "tasks")
-        return TaskNames.from_task_spec(TaskSpec.from_dict(raw))
-    if raw is not None:  # already a TaskSpec
-        return TaskNames.from_task_spec(raw)
-    return TaskNames.from_manifest_names(manifest.obs.state_names, manifest.action.names)
+def task_names_of(manifest: "Manifest") -> TaskNames:
+    """The names a package's manifest gives the runtime: its task (Manifest.get_task_spec). A package
+    exported before manifests carried a task gets one derived from its obs/action names, with action
+    joints named as its action dimensions and no success signal (never guessed)."""
+    return TaskNames.from_task_spec(manifest.get_task_spec(),
+                                    "task_spec" if manifest.task_spec is not None else "manifest")

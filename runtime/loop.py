@@ -225,10 +225,11 @@ class ControlLoop:
             self.actions = ActionMapper(t.action_joints, self.caps.joint_names, joint_map)
         except MappingError as exc:
             raise LoopError(str(exc)) from None
+        low, high = _narrowed(sh.action_low, t.action_low, max), _narrowed(sh.action_high, t.action_high, min)
         try:
             limits = effective_limits(self.caps, self.period, rc,
-                                      {"low": self.actions.limits_to_robot(sh.action_low),
-                                       "high": self.actions.limits_to_robot(sh.action_high)})
+                                      {"low": self.actions.limits_to_robot(low),
+                                       "high": self.actions.limits_to_robot(high)})
         except (SafetyConfigError, RobotConfigError) as exc:
             raise LoopError(str(exc)) from None
         self.safety = SafetyFilter(limits)
@@ -917,6 +918,15 @@ class ControlLoop:
         ep.held_ticks = c.held_ticks - held0
         ep.dropped_actions = self.schedule.dropped - dropped0
         ep.wall_s = time.monotonic() - t_ep
+
+
+def _narrowed(package: Optional[list[float]], task: Optional[tuple[float, ...]],
+              pick: Callable[[float, float], float]) -> Optional[list[float]]:
+    """The package's action range (training data) narrowed by the task's action limits, per dimension.
+    A NaN on either side stays NaN (max/min keep their first argument), so runtime.safety refuses it."""
+    if task is None or package is None or len(task) != len(package):
+        return list(task) if package is None and task is not None else package
+    return [p if p != p else (t if t != t else pick(p, t)) for p, t in zip(package, task)]
 
 
 def _one_line(exc: Any, limit: int = 200) -> str:

@@ -163,3 +163,19 @@ def test_task_names_from_a_task_spec_and_from_an_older_manifest():
         TaskNames(("a", "a"), ("x",), ("x",))
     with pytest.raises(MappingError, match="success threshold must be finite"):
         TaskNames(("a",), ("x",), ("x",), "a", float("nan"))
+
+
+def test_task_action_limits_narrow_the_box_and_follow_their_joints():
+    from runtime.task_spec import StateObs, TaskAction, TaskHorizons, TaskSpec
+    from test_loop import PUSHT_OBS, TA, TO, TP
+
+    spec = TaskSpec("narrow", 0.02, TaskHorizons(TO, TP, TA), StateObs("state", tuple(PUSHT_OBS)),
+                    TaskAction("action", ("target_y", "target_x"), ("agent_y", "agent_x"), (20.0, 10.0),
+                               (400.0, 300.0)))
+    policy = FakePolicy(0)
+    policy.manifest.task_spec = spec.to_dict()
+    loop = ControlLoop(policy, FakeRobot(lockstep=True), lockstep())
+    try:  # the package's range is [0, 512]; the task's is tighter, given in its own (swapped) order
+        assert loop.safety.limits.lower.tolist() == [10.0, 20.0] and loop.safety.limits.upper.tolist() == [300.0, 400.0]
+    finally:
+        loop.close()

@@ -14,6 +14,7 @@ from firmware_bridge.protocol import Capabilities, CapabilityFlags, State
 from firmware_bridge.robot import LinkStats, Robot, SimulatedRobot
 from runtime import loop as runtime_loop
 from runtime.loop import FaultInjection, LoopConfig, PolicyLike
+from runtime.task_spec import StateObs, Success, TaskAction, TaskHorizons, TaskSpec
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, lead_ticks
 from runtime.stats import summary_table
 
@@ -22,13 +23,20 @@ PUSHT_OBS = ["agent_x", "agent_y", "block_x", "block_y", "block_angle"]
 
 
 def task_spec(obs=PUSHT_OBS, actions=("target_x", "target_y"), joints=("agent_x", "agent_y"),
-              success=("coverage", 0.95)):
-    """A stand-in for runtime.task_spec.TaskSpec with the attributes the runtime reads."""
-    # TODO(#17 tasks): build a real TaskSpec here once runtime/task_spec.py has landed
-    return SimpleNamespace(
-        observation=SimpleNamespace(state=SimpleNamespace(names=list(obs), use=list(obs))),
-        action=SimpleNamespace(names=list(actions), joints=list(joints)),
-        success=None if success is None else SimpleNamespace(signal=success[0], threshold=success[1]))
+              success=("coverage", 0.95), period: float = 0.02) -> TaskSpec:
+    """The Push-T state task with the fakes' horizons (runtime.task_spec, as a manifest carries it)."""
+    return TaskSpec("fake-pusht", period, TaskHorizons(TO, TP, TA), StateObs("state", tuple(obs)),
+                    TaskAction("action", tuple(actions), None if joints is None else tuple(joints)),
+                    success=None if success is None else Success(*success))
+
+
+class FakeManifest(SimpleNamespace):
+    """The parts of runtime.package.Manifest the loop reads (task_spec: TaskSpec.to_dict() or None)."""
+
+    def get_task_spec(self) -> TaskSpec:
+        if self.task_spec is not None:
+            return TaskSpec.from_dict(self.task_spec)
+        return TaskSpec.derived("old", self.obs.state_names, self.action.names, TO, TP, TA, self.control.period_s)
 
 
 def pusht_caps(lockstep: bool = False, joints=("agent_x", "agent_y"),
@@ -60,11 +68,12 @@ class FakePolicy:
         self.calls = 0
         self.observed: list[np.ndarray] = []
         self.last_plan_info: dict = {}
-        self.manifest = SimpleNamespace(
+        self.manifest = FakeManifest(
             obs=SimpleNamespace(state_names=["agent_x", "agent_y", "block_x", "block_y", "block_angle"],
                                 image_shape=None),
             action=SimpleNamespace(names=["target_x", "target_y"], low=[0.0, 0.0], high=[512.0, 512.0]),
-            control=SimpleNamespace(period_s=period), task_spec=task if task is not None else task_spec())
+            control=SimpleNamespace(period_s=period),
+            task_spec=(task if task is not None else task_spec()).to_dict())
 
     def plan(self, obs_state, obs_image=None):
         assert obs_state.shape == (TO, 5) and obs_state.dtype == np.float32
