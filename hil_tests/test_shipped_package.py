@@ -72,7 +72,7 @@ def test_lockstep_first_actions_match_the_recorded_ones(shipped_run):
 
 def test_lockstep_scores_match_the_recorded_ones(shipped_run):
     ref, summary, _ = shipped_run
-    rewards = [min(1.0, e["max_coverage"] / 0.95) for e in summary["episodes"]]
+    rewards = [min(1.0, e["max_progress"] / 0.95) for e in summary["episodes"]]
     assert len(rewards) == len(ref["max_rewards"])
     np.testing.assert_allclose(rewards, ref["max_rewards"], atol=0.05)
     c = summary["counters"]
