@@ -1,8 +1,11 @@
-"""Hardware-in-the-loop over a real pseudo-terminal: SerialLink <-> the emulator process.
+"""Hardware-in-the-loop over a real pseudo-terminal: SerialLink <-> a device process.
 
-Every test starts its own `imle-emulator` subprocess and injects one kind of fault. Timeouts are
-generous and the assertions are on counts and orderings, not tight timings, so a busy 2-core
-machine does not make them flaky.
+The protocol and safety tests run against every device implementation (hil_tests/device_kinds.py):
+the Python emulator, the C reference firmware's host build, the same firmware on an emulated ATmega2560
+(simavr), and a real board given with --device / IMLE_HIL_DEVICE; a device that lacks what a test
+needs (noise injection, a simulated plant, Push-T) is skipped with the reason. Every test starts its
+own device and injects one kind of fault. Timeouts are generous and the assertions are on counts and
+orderings, not tight timings, so a busy 2-core machine does not make them flaky.
 """
 from __future__ import annotations
 
@@ -13,11 +16,9 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-pytest.importorskip("gym_pusht")
 pytest.importorskip("serial")
 
-from firmware_bridge.emulator import EmulatorProcess, start_emulator  # noqa: E402
-from firmware_bridge.emulator.plant import make_pusht_env, reset_pusht  # noqa: E402
+from device_kinds import COMMAND_LOG, FAULTS, NOISE, PLANT, PUSHT, STATUS, DeviceKind, kinds  # noqa: E402
 from firmware_bridge.protocol import Fault, FaultCode, State, StatusFlags  # noqa: E402
 from firmware_bridge.robot import HandshakeError  # noqa: E402
 from firmware_bridge.serial_link import SerialLink  # noqa: E402
@@ -25,26 +26,50 @@ from firmware_bridge.serial_link import SerialLink  # noqa: E402
 HOME = np.array([256.0, 256.0], np.float32)
 
 
-@pytest.fixture
-def emulators():
-    """start(**opts) -> EmulatorProcess; every emulator and link is stopped after the test."""
-    started: list[EmulatorProcess] = []
+def _starter(kind: DeviceKind):
+    """start(**opts) -> device process; every device and link is stopped after the test."""
+    if kind.unavailable:
+        pytest.skip(f"{kind.name} device unavailable: {kind.unavailable}")
+    started: list = []
     links: list[SerialLink] = []
 
-    def start(**opts) -> EmulatorProcess:
-        emu = start_emulator(**opts)
+    def start(**opts):
+        emu = kind.start(**opts)
         started.append(emu)
         return emu
 
     start.links = links  # type: ignore[attr-defined]
-    yield start
+    start.kind = kind  # type: ignore[attr-defined]
+    return start, links, started
+
+
+def _cleanup(links: list, started: list) -> None:
     for link in links:
         link.close()
     for emu in started:
         emu.stop()
 
 
-def connect(emulators, emu: EmulatorProcess, **opts) -> SerialLink:
+KINDS = kinds()
+
+
+@pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
+def devices(request):
+    """The protocol/safety tests: every device implementation."""
+    start, links, started = _starter(request.param)
+    yield start
+    _cleanup(links, started)
+
+
+@pytest.fixture
+def emulators():
+    """Tests of the Python emulator's own options (lock-step Push-T, malformed Capabilities)."""
+    start, links, started = _starter(KINDS[0])
+    yield start
+    _cleanup(links, started)
+
+
+def connect(emulators, emu, **opts) -> SerialLink:
     opts.setdefault("state_timeout_s", 1.0)
     opts.setdefault("handshake_timeout_s", 1.0)
     link = SerialLink(emu.port, **opts)
@@ -65,23 +90,27 @@ def drive(link: SerialLink, seconds: float, target=HOME, hz: float = 20.0,
     return until is None
 
 
-def test_handshake_stream_and_estop(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=500)
-    link = connect(emulators, emu)
+def test_handshake_stream_and_estop(devices) -> None:
+    kind = devices.kind
+    kind.need(PLANT)                             # drives the joints to fixed targets
+    emu = devices(state_hz=50, watchdog_ms=500)
+    link = connect(devices, emu)
     caps = link.capabilities
-    assert caps is not None and caps.firmware_version.startswith("imle-emulator")
-    assert caps.joint_names == ("agent_x", "agent_y") and caps.joint_count == 2
-    assert caps.extra_names == ("block_x", "block_y", "block_angle", "coverage")
+    assert caps is not None and caps.firmware_version.startswith(kind.firmware_prefix)
+    assert caps.joint_names == kind.joint_names and caps.joint_count == 2
+    assert caps.extra_names == kind.extra_names
     assert caps.lower.tolist() == [0.0, 0.0] and caps.upper.tolist() == [512.0, 512.0]
     assert caps.watchdog_ms == 500 and caps.state_period_us == 20_000 and not caps.lockstep
-    assert caps.max_step.tolist() == [200.0, 200.0] and caps.max_velocity.tolist() == [2000.0, 2000.0]
+    assert caps.max_step.tolist() == [200.0, 200.0] and caps.max_velocity.tolist() == [kind.max_velocity] * 2
     drive(link, 1.0, target=[300.0, 300.0])
     stats = link.stats
     assert 10 <= stats.states <= 80            # ~50 in one second at 50 Hz (fewer on a starved machine)
     assert stats.corrupt_total == 0 and stats.seq_gaps == 0 and stats.handshakes == 1
     st = link.latest_state()
     assert link.healthy and st is not None and stats.last_state_age_s < 0.5
-    assert st.extras.shape == (4,) and 0.0 <= st.extras[3] <= 1.0
+    assert st.extras.shape == (len(kind.extra_names),)
+    if PUSHT in kind.features:
+        assert 0.0 <= st.extras[3] <= 1.0
 
     assert link.estop(True)                    # confirmed by the device
     link.take_faults()
@@ -101,6 +130,7 @@ def test_handshake_stream_and_estop(emulators) -> None:
 
 
 def test_lockstep_matches_in_process_evaluation(emulators) -> None:
+    from firmware_bridge.emulator.plant import make_pusht_env, reset_pusht
     emu = emulators(mode="lockstep", state_hz=5)
     link = connect(emulators, emu)
     assert link.capabilities.lockstep and link.capabilities.watchdog_ms == 0
@@ -120,10 +150,11 @@ def test_lockstep_matches_in_process_evaluation(emulators) -> None:
     assert st.timestamp_us == 30 * 100_000     # simulated time: one 100 ms control step per command
 
 
-def test_corrupted_bytes_both_ways_counted_and_never_acted_on(emulators, tmp_path) -> None:
+def test_corrupted_bytes_both_ways_counted_and_never_acted_on(devices, tmp_path) -> None:
+    devices.kind.need(NOISE, STATUS, COMMAND_LOG)
     log_path = tmp_path / "commands.jsonl"
-    emu = emulators(state_hz=100, watchdog_ms=0, command_log=str(log_path), fault_seed=3)
-    link = connect(emulators, emu)
+    emu = devices(state_hz=100, watchdog_ms=0, command_log=str(log_path), fault_seed=3)
+    link = connect(devices, emu)
     emu.set_corruption(1000, 1000)             # 1 in 1000 bytes, each direction, from now on
     sent: dict[int, np.ndarray] = {}
     i = 0
@@ -166,9 +197,10 @@ def test_corrupted_bytes_both_ways_counted_and_never_acted_on(emulators, tmp_pat
     assert link.healthy and stats.silent_events == 0 and stats.reconnects == 0
 
 
-def test_dropped_frames_are_counted_as_sequence_gaps(emulators) -> None:
-    emu = emulators(state_hz=100, watchdog_ms=0)
-    link = connect(emulators, emu)
+def test_dropped_frames_are_counted_as_sequence_gaps(devices) -> None:
+    devices.kind.need(NOISE, STATUS)
+    emu = devices(state_hz=100, watchdog_ms=0)
+    link = connect(devices, emu)
     emu.set_drop(0.2)
     deadline = time.monotonic() + 15.0          # until enough drops, however slow the machine
     while time.monotonic() < deadline and emu.status()["tx_dropped"] < 15:
@@ -183,9 +215,10 @@ def test_dropped_frames_are_counted_as_sequence_gaps(emulators) -> None:
     assert stats.corrupt_total == 0 and link.healthy
 
 
-def test_device_vanishes_and_link_reconnects(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=300)
-    link = connect(emulators, emu, reconnect_interval_s=0.1)
+def test_device_vanishes_and_link_reconnects(devices) -> None:
+    devices.kind.need(FAULTS, STATUS)
+    emu = devices(state_hz=50, watchdog_ms=300)
+    link = connect(devices, emu, reconnect_interval_s=0.1)
     drive(link, 0.3)
     emu.vanish(0.7)
     t_gone = time.monotonic()
@@ -206,9 +239,10 @@ def test_device_vanishes_and_link_reconnects(emulators) -> None:
     assert link.healthy
 
 
-def test_device_reset_triggers_a_new_handshake(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=300)
-    link = connect(emulators, emu, reconnect_interval_s=0.1)
+def test_device_reset_triggers_a_new_handshake(devices) -> None:
+    devices.kind.need(FAULTS, STATUS)
+    emu = devices(state_hz=50, watchdog_ms=300)
+    link = connect(devices, emu, reconnect_interval_s=0.1)
     drive(link, 0.3)
     emu.device_reset()
     assert drive(link, 10.0, until=lambda: link.stats.reconnects >= 1 and link.healthy)
@@ -221,9 +255,10 @@ def test_device_reset_triggers_a_new_handshake(emulators) -> None:
     assert emu.status()["commands_applied"] > before
 
 
-def test_silent_device_detected_and_recovered(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=0)
-    link = connect(emulators, emu, state_timeout_s=0.3, reconnect_interval_s=0.1)
+def test_silent_device_detected_and_recovered(devices) -> None:
+    devices.kind.need(FAULTS)
+    emu = devices(state_hz=50, watchdog_ms=0)
+    link = connect(devices, emu, state_timeout_s=0.3, reconnect_interval_s=0.1)
     drive(link, 0.3)
     assert link.healthy
     emu.go_silent(1.2)
@@ -237,10 +272,11 @@ def test_silent_device_detected_and_recovered(emulators) -> None:
     assert stats.silent_events == 1 and stats.reconnects == 1 and stats.vanished_events == 0
 
 
-def test_watchdog_holds_when_the_host_stalls(emulators) -> None:
-    emu = emulators(state_hz=100, watchdog_ms=200)
-    link = connect(emulators, emu)
-    link.reset_plant(0, np.float32([100, 100, 400, 400, 0.0]))  # block out of the pusher's way
+def test_watchdog_holds_when_the_host_stalls(devices) -> None:
+    devices.kind.need(PLANT)
+    emu = devices(state_hz=100, watchdog_ms=200)
+    link = connect(devices, emu)
+    link.reset_plant(0, devices.kind.reset_state(100, 100))  # (Push-T: block out of the pusher's way)
     states: list[State] = []
     faults: list[tuple[float, Fault]] = []
     link.add_listener(lambda m: states.append(m) if isinstance(m, State) else
@@ -288,20 +324,21 @@ def test_malformed_capabilities_give_a_clear_error(emulators, kind: str, message
     assert not link.healthy
 
 
-def test_a_second_link_cannot_open_the_port(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=500)
-    first = connect(emulators, emu)
+def test_a_second_link_cannot_open_the_port(devices) -> None:
+    emu = devices(state_hz=50, watchdog_ms=500)
+    first = connect(devices, emu)
     second = SerialLink(emu.port, handshake_timeout_s=0.5)
-    emulators.links.append(second)
+    devices.links.append(second)
     with pytest.raises(HandshakeError, match="another process has it open") as info:
         second.connect()
     assert "\n" not in str(info.value)
-    drive(first, 0.3)
+    drive(first, 0.3, target=first.wait_state(timeout=2.0).positions)
     assert first.healthy and first.stats.handshakes == 1    # untouched
     first.close()                                           # Goodbye: the next host gets in at once
-    third = connect(emulators, emu)
+    third = connect(devices, emu)
     assert third.healthy or third.wait_state(timeout=2.0) is not None
-    assert emu.status()["sessions_refused"] == 0
+    if STATUS in devices.kind.features:
+        assert emu.status()["sessions_refused"] == 0
 
 
 HOST_SCRIPT = """
@@ -316,13 +353,14 @@ while True:
 """
 
 
-def test_a_live_session_refuses_another_host_unless_it_takes_over(emulators) -> None:
+def test_a_live_session_refuses_another_host_unless_it_takes_over(devices) -> None:
     import os
     import signal
     import subprocess
     import sys
     from pathlib import Path
-    emu = emulators(state_hz=50, watchdog_ms=2000)         # session window max(1 s, 2 x 2 s) = 4 s
+    devices.kind.need(STATUS)                               # a real board's window may be shorter than the test
+    emu = devices(state_hz=50, watchdog_ms=2000)            # session window max(1 s, 2 x 2 s) = 4 s
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, emu.port], stdout=subprocess.PIPE, text=True,
                             env=env)
@@ -331,12 +369,12 @@ def test_a_live_session_refuses_another_host_unless_it_takes_over(emulators) -> 
         host.send_signal(signal.SIGKILL)                    # a crashed host: no Goodbye, port freed
         host.wait(10)
         busy = SerialLink(emu.port, handshake_timeout_s=0.5)
-        emulators.links.append(busy)
+        devices.links.append(busy)
         with pytest.raises(HandshakeError, match=r"in use by another host's session .*--takeover") as info:
             busy.connect()
         assert "\n" not in str(info.value)
         busy.close()
-        taker = connect(emulators, emu, takeover=True)      # the operator's explicit decision
+        taker = connect(devices, emu, takeover=True)        # the operator's explicit decision
         drive(taker, 0.3)
         assert taker.healthy and emu.status()["sessions_refused"] >= 1
     finally:
@@ -345,25 +383,27 @@ def test_a_live_session_refuses_another_host_unless_it_takes_over(emulators) -> 
             host.wait(10)
 
 
-def test_estop_latch_survives_a_new_session(emulators) -> None:
-    emu = emulators(state_hz=50, watchdog_ms=500)
-    first = connect(emulators, emu)
-    drive(first, 0.2)
+def test_estop_latch_survives_a_new_session(devices) -> None:
+    emu = devices(state_hz=50, watchdog_ms=500)
+    first = connect(devices, emu)
+    here = first.wait_state(timeout=2.0).positions          # stay put: any device, any limits
+    drive(first, 0.2, target=here)
     assert first.estop(True)
     first.close()
-    second = connect(emulators, emu)                        # a new host, a new session
+    second = connect(devices, emu)                          # a new host, a new session
     assert second.wait_state(timeout=2.0).has(StatusFlags.ESTOP)
-    drive(second, 0.3, target=[250.0, 250.0])
+    drive(second, 0.3, target=here)
     assert FaultCode.ESTOP in [f.code for f in second.take_faults()]
     assert second.estop(False)                              # only an explicit release clears it
-    drive(second, 0.3, target=[250.0, 250.0])
+    drive(second, 0.3, target=here)
     assert not second.wait_state(timeout=2.0).has(StatusFlags.ESTOP)
 
 
-def test_implausible_command_is_refused_and_reported(emulators, tmp_path) -> None:
+def test_implausible_command_is_refused_and_reported(devices, tmp_path) -> None:
+    devices.kind.need(STATUS, COMMAND_LOG)
     log_path = tmp_path / "commands.jsonl"
-    emu = emulators(state_hz=50, watchdog_ms=0, command_log=str(log_path))
-    link = connect(emulators, emu)
+    emu = devices(state_hz=50, watchdog_ms=0, command_log=str(log_path))
+    link = connect(devices, emu)
     here = link.wait_state(timeout=2.0).positions
     far = np.float32(here + [0.0, 250.0] if here[1] < 250 else here - [0.0, 250.0])
     seq = link.send_command(far)
