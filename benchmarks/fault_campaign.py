@@ -1,0 +1,524 @@
+"""Fault campaign: one fault per `imle-run` run against the emulated device, and what came of it.
+
+    nice -n 5 python benchmarks/fault_campaign.py               # every row, 200 ticks each (~8 min)
+    python benchmarks/fault_campaign.py --quick --rows baseline,unplug-1s    # CI-size: 40 ticks
+
+Each row is a real run, as deployed: `python -m runtime.cli PACKAGE --robot serial:PTY` (real time,
+the package's period) against `imle-emulator` (Push-T plant, 300 ms watchdog, 200 px max_step) over
+a pseudo-terminal, with one fault injected once the loop is live (after a quarter of the ticks were
+applied): through the emulator's stdin (corruption, drops, reset, unplug, silence, hostile States),
+by this script (SIGSTOP/SIGCONT of the imle-run process, a second imle-run on the same port), or by
+the package itself (hil_tests/hostile_packages.py: a tampered +-1e9 action range, a generator driven
+into the corners). Every row uses the same operator robot config: `[loop] link_give_up_s = 3` (the
+default of 30 s would make the "for good" rows wait half a minute; every other setting is the default:
+on_device_fault = stop, max_bad_states = 5, host step limit = the device's max_step).
+
+The package is the tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package: a random
+down_dims 8/16 Push-T state network, fp32, 4 candidates, actions within ~15 px of the table's middle),
+exported once to runs/fault_campaign/packages/ (or --package DIR for another one, e.g. the shipped
+package). Per row:
+
+  sent       commands the host sent (rows of its steps.csv with a command)
+  applied    commands the device applied (valid targets in the emulator's --command-log)
+  foreign    applied targets equal to no command the host sent (must be 0)
+  cmd step   largest change between consecutive commands the host sent (px)
+  app step   largest change between consecutive applied targets (px; the device refuses > 200)
+  surfaced   what the operator was told: device faults by code, refused commands, bad States, link
+             losses, corrupt frames, and the stop reason (from summary.json)
+  estop      the device's e-stop latch after the run (probed with a fresh session once the fault
+             is lifted; "-" where no probe is possible)
+  exit       imle-run's exit code; ok = the exit code and behaviour the row demands (EXPECTED below)
+
+Prints the table; writes benchmarks/results/fault_campaign.json (every number, the exact commands)
+and benchmarks/results/fault_campaign.md (the table). Exit status 1 when a row is not ok.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "hil_tests"))
+
+RESULTS = REPO / "benchmarks" / "results" / "fault_campaign.json"
+PACKAGES = REPO / "runs" / "fault_campaign" / "packages"
+DEVICE_MAX_STEP = 200.0   # px: the emulated Push-T device refuses larger steps (IMPLAUSIBLE)
+BOX = (0.0, 512.0)        # px: the device's joint limits
+ROBOT_CONFIG = "[loop]\nlink_give_up_s = 3.0\n"
+
+
+@dataclass
+class Row:
+    """One fault and what the rules demand of the run that meets it."""
+    name: str
+    fault: str                         # what is done, one line
+    expect_exit: tuple[int, ...]       # exit codes the rules allow
+    expect: str                        # the behaviour demanded, one line
+    emulator_args: list[str] = field(default_factory=list)
+    inject: Optional[str] = None       # an emulator stdin command, sent once the loop is live
+    action: Optional[str] = None       # sigstop | second-host | second-host-takeover (done by this script)
+    package: str = "tiny"              # tiny | tampered | corner
+    lift: Optional[str] = None         # stdin commands (";"-separated) that end the fault before the probe
+    probe: bool = True                 # read the device's e-stop latch after the run
+    # extra checks on the measured row: a list of failures (empty = the behaviour is as demanded)
+    check: Optional[Callable[[dict], list[str]]] = None
+
+
+def _completed(r: dict) -> list[str]:
+    return [] if r["steps"] == r["ticks"] else [f"ran {r['steps']} of {r['ticks']} steps"]
+
+
+def _stopped(r: dict) -> list[str]:
+    out = [] if r["stop_reason"] else ["no stop reason"]
+    return out + ([] if r["steps"] < r["ticks"] else ["ran every step"])
+
+
+def _surfaced(*keys: str) -> Callable[[dict], list[str]]:
+    def check(r: dict) -> list[str]:
+        s = r["surfaced"]
+        return [f"not surfaced: {k}" for k in keys if not s.get(k)]
+    return check
+
+
+def _all(*checks: Callable[[dict], list[str]]) -> Callable[[dict], list[str]]:
+    return lambda r: [f for c in checks for f in c(r)]
+
+
+def _estopped(r: dict) -> list[str]:
+    return [] if r["device_estop"] is True else [f"device e-stop latch after the run: {r['device_estop']}"]
+
+
+def _stop_confirmed_or_reported(r: dict) -> list[str]:
+    """Stopped with the e-stop confirmed (4), or the operator told it was not (5): then the device must
+    be e-stopped anyway or unreachable (never driving on)."""
+    if r["exit_code"] == 4:
+        return _estopped(r)
+    return []
+
+
+def _second_host_refused(r: dict) -> list[str]:
+    sh = r.get("second_host") or {}
+    out = [] if sh.get("exit_code") == 2 else [f"second host exit {sh.get('exit_code')}"]
+    return out + ([] if "Traceback" not in sh.get("stderr", "") else ["second host traceback"])
+
+
+def _held_to_box(r: dict) -> list[str]:
+    out = [] if r["surfaced"].get("clipped", 0) + r["surfaced"].get("rate_limited", 0) > 0 else \
+        ["no command clipped or step-limited"]
+    lo, hi = r["applied_range"] or (BOX[0], BOX[1])
+    return out + ([] if BOX[0] <= lo and hi <= BOX[1] else [f"applied targets in [{lo}, {hi}]"])
+
+
+def _no_burst_after_stall(r: dict) -> list[str]:
+    return [] if (r["largest_applied_gap_s"] or 0) >= 0.45 else \
+        [f"largest gap between applied commands {r['largest_applied_gap_s']} s (the stall did not show)"]
+
+
+HOSTILE_KINDS = ("short", "long", "noextras", "nan", "huge")
+HOSTILE_TEXT = {"short": "1 joint instead of 2", "long": "3 joints instead of 2", "noextras": "0 extras instead of 4",
+                "nan": "position NaN", "huge": "position 1e30"}
+
+ROWS: list[Row] = [
+    Row("baseline", "no fault", (0,), "every step runs; nothing reported",
+        check=_completed),
+    Row("corrupt-d2h-1in50", "device->host: 1 in 50 bytes corrupted", (0, 3),
+        "completes; the corrupt frames dropped by the CRC are counted in the link line",
+        inject="corrupt 50 0", lift="corrupt 0 0", check=_all(_completed, _surfaced("corrupt_frames"))),
+    Row("corrupt-d2h-1in8", "device->host: 1 in 8 bytes corrupted (nearly no State gets through)", (4, 5),
+        "the link is declared lost; the run stops and e-stops (or says the e-stop is unconfirmed)",
+        inject="corrupt 8 0", lift="corrupt 0 0",
+        check=_all(_stopped, _surfaced("link_losses"), _stop_confirmed_or_reported)),
+    Row("corrupt-h2d-1in50", "host->device: 1 in 50 bytes corrupted", (3,),
+        "completes; the device's BAD_FRAME faults reach the operator (exit 3)",
+        inject="corrupt 0 50", lift="corrupt 0 0", check=_all(_completed, _surfaced("device_faults"))),
+    Row("corrupt-h2d-1in8", "host->device: 1 in 8 bytes corrupted (most commands lost)", (3, 4, 5),
+        "the device holds on its watchdog and reports it; never a foreign command; exit 3 or a stop",
+        inject="corrupt 0 8", lift="corrupt 0 0", check=_surfaced("device_faults")),
+    Row("drop-30pct", "device->host: 30% of frames dropped", (0, 3),
+        "completes; sequence gaps counted", inject="drop 0.3", lift="drop 0", check=_completed),
+    Row("firmware-reset", "the device reboots mid-run (session lost, sequence numbers restart)", (3,),
+        "re-handshake, the run completes; the reset is in the summary (exit 3)",
+        inject="reset", check=_all(_completed, _surfaced("link_losses"))),
+    Row("unplug-1s", "the device vanishes for 1 s (pty closed, comes back on a new one)", (3,),
+        "holds while it is gone, reconnects, completes (exit 3)",
+        inject="vanish 1", check=_all(_completed, _surfaced("link_losses"))),
+    Row("unplug-for-good", "the device vanishes and does not come back", (5,),
+        "stops after link_give_up_s; E-STOP NOT CONFIRMED reported (exit 5); outputs written",
+        inject="vanish 600", lift="vanish 0", check=_all(_stopped, _surfaced("link_losses"))),
+    Row("host-stall-0.5s", "imle-run SIGSTOPped for 0.5 s, then SIGCONT", (3,),
+        "the device holds on its watchdog and says so (WATCHDOG); no catch-up burst; completes (exit 3)",
+        action="sigstop", check=_all(_completed, _surfaced("device_faults"), _no_burst_after_stall)),
+    Row("silent-1s", "the device stops transmitting for 1 s (still receives)", (3,),
+        "link loss counted, re-handshake, completes (exit 3)",
+        inject="silent 1", check=_all(_completed, _surfaced("link_losses"))),
+    Row("silent-for-good", "the device stops transmitting and never resumes", (4, 5),
+        "stops after link_give_up_s; the e-stop reaches the device but cannot be confirmed (exit 5)",
+        inject="silent 600", lift="silent 0", check=_all(_stopped, _stop_confirmed_or_reported)),
+    *[Row(f"hostile-state-{k}", f"100 States with {HOSTILE_TEXT[k]}", (4,),
+          "no bad State becomes an observation; held, then stopped after 5 in a row; device e-stopped (exit 4)",
+          inject=f"hostile-state {k} 100", check=_all(_stopped, _surfaced("bad_states"), _estopped))
+      for k in HOSTILE_KINDS],
+    Row("second-host", "a second imle-run opens the port while the run is live", (0,),
+        "the second is refused with one line (exit 2); the first run is untouched (exit 0)",
+        action="second-host", check=_all(_completed, _second_host_refused)),
+    Row("second-host-takeover", "a second imle-run --takeover opens the port while the run is live", (0,),
+        "refused: the port is locked by the live run (exit 2); the first run is untouched (exit 0)",
+        action="second-host-takeover", check=_all(_completed, _second_host_refused)),
+    Row("package-tampered", "package with action range +-1e9 (hashes rewritten), plans of hundreds of px",
+        (0,), "the box stays the robot's [0, 512]; every command clipped/step-limited to what the device accepts",
+        package="tampered", check=_all(_completed, _held_to_box)),
+    Row("package-corner", "package whose generator drives into the corners, candidates jumping across the box",
+        (0,), "clipped to the box and step-limited; nothing refused by the device",
+        package="corner", check=_all(_completed, _held_to_box)),
+]
+
+
+# ----------------------------------------------------------------------------- packages
+def build_package(kind: str, cache: Path) -> Path:
+    out = cache / kind
+    if (out / "manifest.json").exists():
+        return out
+    print(f"exporting the {kind} package to {out} ...", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    if kind == "tiny":
+        from runtime_fixtures import build_tiny_package
+        return Path(build_tiny_package(out))
+    from hostile_packages import build_hostile_package
+    return Path(build_hostile_package(out, kind))
+
+
+# ----------------------------------------------------------------------------- measurement
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass  # a line being written when the emulator was stopped
+    return out
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return 0
+
+
+def _largest_step(targets: np.ndarray) -> Optional[float]:
+    return float(np.abs(np.diff(targets, axis=0)).max()) if len(targets) > 1 else None
+
+
+def measure(steps_csv: Path, command_log: Path) -> dict[str, Any]:
+    """Commands sent (host) vs applied (device), foreign commands and the largest steps."""
+    sent: list[tuple[float, ...]] = []
+    if steps_csv.exists():
+        with open(steps_csv) as fh:
+            rows = list(csv.DictReader(fh))
+        cols = [c for c in (rows[0].keys() if rows else []) if c.startswith("command_")]
+        for r in rows:
+            if cols and all(r[c] != "" for c in cols):
+                sent.append(tuple(float(r[c]) for c in cols))
+    applied_all = _read_jsonl(command_log)
+    applied = [tuple(float(v) for v in c["targets"]) for c in applied_all if c.get("valid", True)]
+    # The host's targets are float32 on the wire: compare as float32 (the CSV holds their exact repr).
+    sent_keys = {tuple(np.float32(v) for v in t) for t in sent}
+    foreign = [t for t in applied if tuple(np.float32(v) for v in t) not in sent_keys]
+    times = [c["t"] for c in applied_all if c.get("valid", True)]
+    app = np.array(applied) if applied else np.zeros((0, 2))
+    return {
+        "sent": len(sent), "applied": len(applied), "applied_hold": len(applied_all) - len(applied),
+        "foreign": len(foreign), "foreign_examples": [list(t) for t in foreign[:3]],
+        "largest_commanded_step": _largest_step(np.array(sent)) if sent else None,
+        "largest_applied_step": _largest_step(app),
+        "applied_range": [float(app.min()), float(app.max())] if len(app) else None,
+        "largest_applied_gap_s": float(np.diff(times).max()) if len(times) > 1 else None,
+    }
+
+
+def surfaced(summary: dict) -> dict[str, Any]:
+    """What the operator was told (summary.json: the same numbers as the printed table)."""
+    c = summary.get("counters", {})
+    link = summary.get("link") or {}
+    dev = summary.get("device_reports") or {}
+    return {
+        "device_faults": dict(dev.get("faults") or {}), "refused_commands": c.get("refused_commands", 0),
+        "flag_states": dict(dev.get("flag_states") or {}), "bad_states": c.get("bad_states", 0),
+        "link_losses": c.get("link_loss_events", 0), "link_recoveries": c.get("link_recoveries", 0),
+        "corrupt_frames": sum((link.get("corrupt") or {}).values()), "seq_gaps": link.get("seq_gaps", 0),
+        "clipped": c.get("clipped", 0), "rate_limited": c.get("rate_limited", 0),
+        "fault_holds": c.get("fault_holds", 0), "skipped_ticks": c.get("skipped_ticks", 0),
+        "stop_reason": summary.get("stop_reason") or "", "estop": summary.get("estop") or {},
+        "outcome": summary.get("outcome", ""),
+    }
+
+
+def surfaced_text(s: dict) -> str:
+    parts = [f"{k} {v}" for k, v in sorted(s["device_faults"].items())]
+    for key, label in (("refused_commands", "refused"), ("bad_states", "bad States"), ("link_losses", "link lost"),
+                       ("corrupt_frames", "corrupt frames"), ("seq_gaps", "seq gaps"), ("clipped", "clipped"),
+                       ("rate_limited", "step-limited")):
+        if s.get(key):
+            parts.append(f"{label} {s[key]}")
+    if s["stop_reason"]:
+        parts.append(f"STOP: {s['stop_reason']}")
+    return "; ".join(parts) or "nothing"
+
+
+# ----------------------------------------------------------------------------- one row
+def _wait_live(emu: Any, proc: subprocess.Popen, log: Path, trigger: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if _count_lines(log) >= trigger:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _probe_estop(port: str, timeout: float = 3.0) -> Optional[bool]:
+    """The device's e-stop latch, read by a fresh session (takeover: the run is over)."""
+    from firmware_bridge.protocol import StatusFlags
+    from firmware_bridge.robot import LinkError
+    from firmware_bridge.serial_link import SerialLink
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with SerialLink(port, takeover=True) as link:
+                return bool(link.wait_state(timeout=1.0).has(StatusFlags.ESTOP))
+        except (LinkError, OSError):
+            time.sleep(0.2)
+    return None
+
+
+def _imle_run(package: Path, port: str, ticks: int, seed: int, out: Path, config: Path,
+              extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "runtime.cli", str(package), "--robot", f"serial:{port}", "--max-steps", str(ticks),
+            "--seed", str(seed), "--status", "off", "--robot-config", str(config), "--out", str(out), *extra]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+def run_row(row: Row, package: Path, ticks: int, seed: int, extra: list[str], workdir: Path) -> dict[str, Any]:
+    from firmware_bridge.emulator import start_emulator
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    log, out, config = workdir / "commands.jsonl", workdir / "out", workdir / "robot.toml"
+    log.unlink(missing_ok=True)
+    config.write_text(ROBOT_CONFIG)
+    emu = start_emulator("realtime", seed=seed, fault_seed=seed, command_log=str(log),
+                         extra_args=row.emulator_args)
+    cmd = _imle_run(package, emu.port, ticks, seed, out, config, extra)
+    result: dict[str, Any] = {"row": row.name, "fault": row.fault, "expect_exit": list(row.expect_exit),
+                              "expect": row.expect, "ticks": ticks, "package": row.package,
+                              "emulator": " ".join(["imle-emulator", "--command-log", "LOG", *row.emulator_args]),
+                              "inject": row.inject or row.action or "",
+                              "command": shlex.join(["imle-run", *cmd[3:]])}
+    t0 = time.monotonic()
+    injected_at = None
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env())
+        period = 0.1
+        trigger = max(5, ticks // 4)
+        live = _wait_live(emu, proc, log, trigger, timeout=60.0)
+        if live:
+            injected_at = _count_lines(log)
+            if row.inject:
+                emu.command(row.inject)
+            elif row.action == "sigstop":
+                os.kill(proc.pid, signal.SIGSTOP)
+                time.sleep(0.5)
+                os.kill(proc.pid, signal.SIGCONT)
+            elif row.action in ("second-host", "second-host-takeover"):
+                cmd2 = _imle_run(package, emu.port, 5, seed, workdir / "out2", config,
+                                 extra + (["--takeover"] if row.action.endswith("takeover") else []))
+                res2 = subprocess.run(cmd2, capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120)
+                result["second_host"] = {"command": shlex.join(["imle-run", *cmd2[3:]]),
+                                         "exit_code": res2.returncode, "stderr": res2.stderr.strip()[-400:]}
+        try:
+            stdout, stderr = proc.communicate(timeout=ticks * period * 4 + 90)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=60)
+            result["hung"] = True
+        result["wall_s"] = round(time.monotonic() - t0, 1)
+        result["exit_code"] = proc.returncode
+        result["injected_after_applied"] = injected_at
+        result["stderr_tail"] = stderr.strip()[-600:]
+        result["traceback"] = "Traceback" in stderr
+        for line in (row.lift or "").split(";"):
+            if line.strip() and emu.running:
+                emu.command(line.strip())
+        time.sleep(0.3 if row.lift else 0.0)
+        result["device_status"] = emu.status() if emu.running else {}
+        result["device_estop"] = _probe_estop(emu.port) if row.probe and emu.running else None
+    finally:
+        emu.stop()
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    result["summary_written"] = summary_path.exists()
+    result["steps"] = sum(e.get("steps", 0) for e in summary.get("episodes", []))
+    result["stop_reason"] = summary.get("stop_reason") or ""
+    result["surfaced"] = surfaced(summary) if summary else {}
+    result.update(measure(out / "steps.csv", log))
+    failures = judge(row, result)
+    result["ok"] = not failures
+    result["failures"] = failures
+    return result
+
+
+def judge(row: Row, r: dict) -> list[str]:
+    """The rules every row must meet, then the row's own."""
+    f = []
+    if r["exit_code"] not in row.expect_exit:
+        f.append(f"exit {r['exit_code']}, expected {'/'.join(map(str, row.expect_exit))}")
+    if r.get("hung"):
+        f.append("imle-run did not end")
+    if r["traceback"]:
+        f.append("traceback on stderr")
+    if not r["summary_written"]:
+        f.append("no summary.json")
+    if r["foreign"]:
+        f.append(f"{r['foreign']} foreign commands applied")
+    if r["largest_applied_step"] is not None and r["largest_applied_step"] > DEVICE_MAX_STEP + 1e-3:
+        f.append(f"applied step {r['largest_applied_step']:.1f} px > {DEVICE_MAX_STEP:g}")
+    if r["injected_after_applied"] is None and row.name != "baseline" and row.package == "tiny":
+        f.append("the fault was never injected (the loop did not get live)")
+    if row.check is not None and r["summary_written"]:
+        f.extend(row.check(r))
+    return f
+
+
+# ----------------------------------------------------------------------------- output
+def _f(x: Optional[float]) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _estop_text(v: Optional[bool]) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+COLUMNS = ("row", "sent", "applied", "foreign", "cmd step", "app step", "exit", "estop", "ok", "surfaced to the operator")
+
+
+def table(results: list[dict]) -> str:
+    head = (f"{'row':<26} {'sent':>5} {'appl':>5} {'forgn':>5} {'cmd step':>8} {'app step':>8} {'exit':>4} "
+            f"{'estop':>5} {'ok':>3}  surfaced to the operator")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['row']:<26} {r['sent']:>5} {r['applied']:>5} {r['foreign']:>5} "
+                     f"{_f(r['largest_commanded_step']):>8} {_f(r['largest_applied_step']):>8} {r['exit_code']:>4} "
+                     f"{_estop_text(r['device_estop']):>5} {'yes' if r['ok'] else 'NO':>3}  "
+                     f"{surfaced_text(r['surfaced']) if r['surfaced'] else '(no summary)'}")
+        for failure in r["failures"]:
+            lines.append(f"{'':26} !! {failure}")
+    return "\n".join(lines)
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [f"Fault campaign: `{meta['command']}` ({meta['ticks']} ticks per row at the package's period, "
+             f"{meta['package_note']}; {meta['machine']['cpus']} CPUs, load {' '.join(meta['machine']['loadavg_at_end'])}"
+             f" at the end; {meta['wall_s']:.0f} s in all).", "",
+             "| row | fault | sent | applied | foreign | largest cmd step (px) | largest applied step (px) | exit "
+             "(expected) | device e-stop after | surfaced to the operator | ok |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---|---|"]
+    for r in results:
+        surf = surfaced_text(r["surfaced"]) if r["surfaced"] else "(no summary)"
+        if r.get("second_host"):
+            surf += f"; second host exit {r['second_host']['exit_code']}"
+        ok = "yes" if r["ok"] else "NO: " + "; ".join(r["failures"])
+        lines.append(f"| {r['row']} | {r['fault']} | {r['sent']} | {r['applied']} | {r['foreign']} | "
+                     f"{_f(r['largest_commanded_step'])} | {_f(r['largest_applied_step'])} | {r['exit_code']} "
+                     f"({'/'.join(map(str, r['expect_exit']))}) | {_estop_text(r['device_estop'])} | "
+                     f"{surf.replace('|', '/')} | {ok} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", default="all", help=f"comma-separated rows (default all): {', '.join(r.name for r in ROWS)}")
+    p.add_argument("--ticks", type=int, default=None, help="commands per run (default 200; 40 with --quick)")
+    p.add_argument("--quick", action="store_true", help="CI-size: 40 ticks per row")
+    p.add_argument("--seed", type=int, default=2, help="plant, policy and fault-injector seed")
+    p.add_argument("--package", type=Path, default=None,
+                   help="run the tiny-package rows with this package instead (e.g. the shipped one)")
+    p.add_argument("--package-cache", type=Path, default=PACKAGES, help="where the built packages are kept")
+    p.add_argument("--imle-run-args", default="", help="extra imle-run arguments for every run (one string)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results (the table goes next to it as .md)")
+    args = p.parse_args(argv)
+    by_name = {r.name: r for r in ROWS}
+    names = list(by_name) if args.rows == "all" else [n.strip() for n in args.rows.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        print(f"fault_campaign: error: unknown row {unknown[0]!r}; rows: {', '.join(by_name)}", file=sys.stderr)
+        return 2
+    ticks = args.ticks or (40 if args.quick else 200)
+    if ticks < 20:
+        print(f"fault_campaign: error: --ticks must be >= 20 (faults start after a quarter), got {ticks}",
+              file=sys.stderr)
+        return 2
+    extra = shlex.split(args.imle_run_args)
+    rows = [by_name[n] for n in names]
+    packages: dict[str, Path] = {}
+    for kind in sorted({r.package for r in rows}):
+        packages[kind] = args.package if (kind == "tiny" and args.package) else build_package(kind, args.package_cache)
+    t0 = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
+        for i, row in enumerate(rows):
+            print(f"[{i + 1}/{len(rows)}] {row.name}: {row.fault} ...", flush=True)
+            r = run_row(row, packages[row.package], ticks, args.seed, extra, Path(tmp) / row.name)
+            print(f"    exit {r['exit_code']} ({r['wall_s']} s), sent {r['sent']}, applied {r['applied']}, foreign "
+                  f"{r['foreign']}: {'ok' if r['ok'] else 'NOT OK: ' + '; '.join(r['failures'])}", flush=True)
+            results.append(r)
+    print(table(results))
+    with open("/proc/loadavg") as fh:
+        load = fh.read().split()[:3]
+    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    meta = {"benchmark": "fault_campaign", "command": f"python benchmarks/fault_campaign.py {argv_text}".strip(),
+            "ticks": ticks, "seed": args.seed, "robot_config": ROBOT_CONFIG, "imle_run_args": extra,
+            "packages": {k: str(v) for k, v in packages.items()},
+            "package_note": (f"package {args.package}" if args.package else
+                             "tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package)") +
+            ", hostile packages from hil_tests/hostile_packages.py",
+            "device": {"max_step_px": DEVICE_MAX_STEP, "box_px": list(BOX), "watchdog_ms": 300, "state_hz": 50},
+            "wall_s": round(time.monotonic() - t0, 1),
+            "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                        "python": platform.python_version(), "loadavg_at_end": load},
+            "rows_ok": sum(r["ok"] for r in results), "rows": len(results),
+            "foreign_total": sum(r["foreign"] for r in results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
+    md = args.out.with_suffix(".md")
+    md.write_text(markdown(results, meta))
+    print(f"{meta['rows_ok']}/{meta['rows']} rows as the rules demand; {meta['foreign_total']} foreign commands "
+          f"applied; wrote {args.out} and {md}")
+    return 0 if meta["rows_ok"] == meta["rows"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
