@@ -554,3 +554,34 @@ def test_control_loop_fault_needs_recovery_and_drops_stale_targets():
         assert not h.arm.active  # the stale target did not restart the motion
     finally:
         h.close()
+
+
+def test_settings_given_never_read_the_environment(monkeypatch):
+    from firmware_bridge.franka import FrankaSettings, resolve_settings
+
+    for var in ("IMLE_FRANKA_ARM", "IMLE_FRANKA_REALTIME", "IMLE_FRANKA_LATE_COMMANDS"):
+        monkeypatch.setenv(var, "garbage")
+    assert resolve_settings("172.16.0.2", "fer", False, "applied") == FrankaSettings("fer", False, "applied")
+    assert resolve_settings("172.16.0.2", "FR3", "ignore", "auto") == FrankaSettings("fr3", False, "dropped")
+    robot = FrankaRobot("127.0.0.1", arm="panda", realtime="enforce", late_commands="dropped")
+    assert robot.arm is FER and robot.realtime is True and robot.late_commands == "dropped"
+    # a setting left unset falls back to its variable: a bad one is named, in one line
+    with pytest.raises(ValueError, match=r"unknown Franka arm 'garbage' \(from \$IMLE_FRANKA_ARM\)"):
+        resolve_settings("172.16.0.2", None, True, "dropped")
+    with pytest.raises(ValueError, match=r"\$IMLE_FRANKA_REALTIME='garbage': use enforce or ignore"):
+        resolve_settings("172.16.0.2", "fr3", None, "dropped")
+    with pytest.raises(ValueError, match=r"realtime='maybe': use enforce or ignore"):
+        FrankaRobot("127.0.0.1", arm="fr3", realtime="maybe", late_commands="dropped")
+
+
+def test_settings_environment_fallback_and_defaults(monkeypatch):
+    from firmware_bridge.franka import FrankaSettings, resolve_settings
+
+    for var in ("IMLE_FRANKA_ARM", "IMLE_FRANKA_REALTIME", "IMLE_FRANKA_LATE_COMMANDS"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_settings("172.16.0.2") == FrankaSettings("fr3", True, "dropped")
+    assert resolve_settings("::1") == FrankaSettings("fr3", True, "applied")
+    monkeypatch.setenv("IMLE_FRANKA_ARM", "fer")
+    monkeypatch.setenv("IMLE_FRANKA_REALTIME", "ignore")
+    monkeypatch.setenv("IMLE_FRANKA_LATE_COMMANDS", " ")  # blank: unset
+    assert resolve_settings("172.16.0.2") == FrankaSettings("fer", False, "dropped")
