@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| motions | busy loops | stalls (max ms) | aborted by franka-sim | target reached "
           "| lost cycles (motions) | stale states |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {n} | {args.busy} | {summary['stalls']} ({args.stall_ms:g}) | {summary['aborted']} | {summary['reached']} "
+    print(f"| {n} | {args.busy} | {summary['stalls']} ({args.stall_ms:g}) | {summary['aborted']} "
+          f"| {summary['reached']} "
           f"| {summary['lost_cycles']} ({summary['motions_with_lost_cycles']}) | {summary['stale_states']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "motions": results}, indent=1))

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a policy package directory, its manifest.json, or a task .toml: the joints plant takes "
                         "its joints (task action.joints, else action names) and limits (action low/high)")
     j.add_argument("--joints", type=names_arg, metavar="A,B,...", help="joint names (joints plant)")
-    j.add_argument("--lower", type=floats_arg, metavar="X[,X...]", help="lower joint limits (one for all, or per joint)")
+    j.add_argument("--lower", type=floats_arg, metavar="X[,X...]",
+                   help="lower joint limits (one for all, or per joint)")
     j.add_argument("--upper", type=floats_arg, metavar="X[,X...]", help="upper joint limits")
     j.add_argument("--max-velocity", type=floats_arg, metavar="V[,V...]",
                    help="joint speed limit per second (default: half the joint's range per second)")
@@ -246,7 +247,8 @@ class Emulator:
                     event[1](now)
             deadline = min(self.core.next_deadline(), self.back_at if self.back_at is not None else math.inf)
             timeout = min(max(0.0, deadline - now), 0.05)
-            rlist = ([self.port.master] if self.port.is_open else []) + ([sys.stdin.fileno()] if self.stdin_open else [])
+            rlist = (([self.port.master] if self.port.is_open else [])
+                     + ([sys.stdin.fileno()] if self.stdin_open else []))
             wlist = [self.port.master] if self.port.is_open and self.port.tx_pending else []
             readable, _, _ = select.select(rlist, wlist, [], timeout)
             now = time.monotonic()

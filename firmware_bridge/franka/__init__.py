@@ -60,7 +60,9 @@ from .settings import LATE_COMMANDS, FrankaSettings, late_commands_for, resolve_
 from .shared import EXTRA_NAMES, _Layout, _Mode
 from .stats import FrankaStats
 
-__all__ = ["ARMS", "DEFAULT_COLLISION", "DEFAULT_JOINT_IMPEDANCE", "DT", "EXTRA_NAMES", "FER", "FR3", "LATE_COMMANDS",
+# Private names the control-loop tests use: _ControlLoop, _Layout, _Mode, _control_main, _seq_reached.
+__all__ = ["_ControlLoop", "_Layout", "_Mode", "_control_main", "_seq_reached",
+           "ARMS", "DEFAULT_COLLISION", "DEFAULT_JOINT_IMPEDANCE", "DT", "EXTRA_NAMES", "FER", "FR3", "LATE_COMMANDS",
            "MAX_LOST_CYCLES", "N_JOINTS", "REFERENCE_TOLERANCE", "VELOCITY_TOLERANCE", "ArmLimits", "CommandLimits",
            "FrankaImportError", "FrankaRobot", "FrankaSettings", "FrankaStats", "JointRateLimiter", "SafetyConfig",
            "clamp_target", "late_command_history", "late_commands_for", "rate_limit_step", "resolve_settings",

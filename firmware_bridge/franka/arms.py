@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+
 @dataclass(frozen=True)
 class ArmLimits:
     """Joint-space limits of one Franka arm model (datasheet / libfranka rate_limiting.h)."""

@@ -9,6 +9,7 @@ from .control_loop import _ControlLoop
 from .fci import FrankaImportError, import_pylibfranka
 from .safety import SafetyConfig
 
+
 def _control_main(host: str, arm_name: str, safety: SafetyConfig, realtime: bool,
                   collision: Optional[tuple], joint_impedance: Optional[tuple], buf: Any, lock: Any,
                   conn: Any, parent_pid: int, late_applied: bool = False) -> None:

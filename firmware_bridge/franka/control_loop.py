@@ -16,6 +16,7 @@ from .ratelimit import JointRateLimiter, clamp_target, late_command_history
 from .safety import CommandLimits, SafetyConfig
 from .shared import _Layout, _Mode
 
+
 class _ControlLoop:
     """Runs in the child process; owns the pylibfranka.Robot."""
 

@@ -9,6 +9,7 @@ import numpy as np
 from .fci import DT
 from .safety import CommandLimits
 
+
 def clamp_target(target: np.ndarray, limits: CommandLimits) -> tuple[np.ndarray, bool]:
     """Clamp a target inside the commanded joint range. Returns (clamped, whether anything changed)."""
     clamped = np.minimum(np.maximum(target, limits.lower), limits.upper)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .arms import ArmLimits
 
+
 @dataclass(frozen=True)
 class SafetyConfig:
     """How far inside the arm's limits the bridge commands. Scales multiply the datasheet values."""

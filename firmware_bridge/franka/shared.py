@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .fci import N_JOINTS
 
+
 class _Mode:
     STARTING, IDLE, RUNNING, HOLD, ESTOPPED, FAULT, CLOSED = range(7)
     NAMES = ("starting", "idle", "running", "hold", "estopped", "fault", "closed")

@@ -7,6 +7,7 @@ from typing import Optional
 
 from ..robot import LinkStats
 
+
 @dataclass
 class FrankaStats(LinkStats):
     """LinkStats plus what the 1 kHz control loop counts."""

@@ -10,8 +10,8 @@ from firmware_bridge.emulator.device import DeviceConfig, DeviceCore  # noqa: E4
 from firmware_bridge.emulator.faults import FaultConfig, FaultInjector  # noqa: E402
 from firmware_bridge.emulator.plant import PushTPlant, make_pusht_env, reset_pusht  # noqa: E402
 from firmware_bridge.protocol import (Ack, AckResult, Capabilities, CapabilityFlags, DeviceStatus, EStop,  # noqa: E402
-                                      Fault, FaultCode, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Reset, State,
-                                      StatusFlags, StatusRequest, encode_frame)
+                                      Fault, FaultCode, FrameDecoder, Goodbye, Heartbeat, Hello, JointCommand, Reset,
+                                      State, StatusFlags, StatusRequest, encode_frame)
 
 
 class Bench:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.emulator.device import DeviceConfig, DeviceCore
-from firmware_bridge.emulator.plants import (JointLayout, JointPlant, JointPlantConfig, LayoutError, build_plant,
+from firmware_bridge.emulator.plants import (JointPlant, JointPlantConfig, LayoutError, build_plant,
                                              choose_plant, read_layout)
 from firmware_bridge.emulator.plants.layout import layout_from_manifest, layout_from_task
 from firmware_bridge.protocol import (Ack, AckResult, Capabilities, Fault, FaultCode, FrameDecoder, Hello,
