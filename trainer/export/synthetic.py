@@ -22,7 +22,8 @@ def checkpoint_state(net: PolicyNetwork, state_stats: MinMax, action_stats: MinM
     from trainer.models.unet1d import PRESETS
 
     preset = next((k for k, v in PRESETS.items() if tuple(v.down_dims) == tuple(spec.unet.down_dims)), "custom")
-    config = TrainConfig(task=task, method=method, data=data, angle_dims=tuple(spec.angle_dims), steps=step,
+    # steps: the run's target (>= 1 by TrainConfig's rule); the checkpoint's own "step" says what was trained
+    config = TrainConfig(task=task, method=method, data=data, angle_dims=tuple(spec.angle_dims), steps=max(1, step),
                          net_preset=preset, task_spec=task_spec).to_dict()
     return {"config": config, "spec": spec.to_dict(), "method": method, "state_stats": state_stats.to_dict(),
             "action_stats": action_stats.to_dict(), "episodes": list(episodes or []), "step": step,
