@@ -109,3 +109,63 @@ def build_host(program: str) -> Path:
     files = [*sources, *_headers(CORE, HERE / "host")]
     argv = [*CFLAGS, f"-I{CORE}", f"-I{HERE / 'host'}", *map(str, sources), *libs]
     return _compile_cached(program, argv, files, (program, tc.version, argv), tc.cc)
+
+
+# ----------------------------------------------------------------------------- AVR in simavr
+SIMAVR_INCLUDE = Path("/usr/include/simavr")
+
+
+def avr_toolchain_missing() -> Optional[str]:
+    """None when the AVR image and its simulator runner can be built here, else what is missing."""
+    missing = [t for t in ("avr-gcc", "avr-nm", "avr-size") if shutil.which(t) is None]
+    if not (SIMAVR_INCLUDE / "sim_avr.h").exists():
+        missing.append("libsimavr-dev")
+    try:
+        host_compiler()
+    except BuildUnavailable:
+        missing.append("a host C compiler")
+    if missing:
+        return (f"AVR toolchain incomplete (missing {', '.join(missing)}): apt-get install gcc-avr avr-libc "
+                f"libsimavr-dev libsimavrparts1 libelf-dev")
+    return None
+
+
+@dataclass(frozen=True)
+class AvrImage:
+    elf: Path
+    dev_addr: int          # data address of the firmware's `dev` (its counters come first)
+    flash_bytes: int       # .text + .data
+    ram_bytes: int         # .data + .bss + .noinit (static; the stack comes on top)
+    eeprom_bytes: int
+
+
+def build_avr() -> AvrImage:
+    """Cross-compile the simulated-plant ATmega2560 port (avr/port_sim_mega.c) with avr-gcc."""
+    why = avr_toolchain_missing()
+    if why:
+        raise BuildUnavailable(why)
+    version = subprocess.run(["avr-gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    sources = [*AVR_SOURCES, *CORE_SOURCES]
+    argv = [*AVR_CFLAGS, f"-I{HERE / 'avr'}", f"-I{CORE}", *map(str, sources), "-Wl,--gc-sections"]
+    elf = _compile_cached("imle-mega2560.elf", argv, [*sources, *_headers(CORE, HERE / "avr")],
+                          ("avr", version, argv), "avr-gcc")
+    symbols = subprocess.run(["avr-nm", str(elf)], capture_output=True, text=True, check=True).stdout
+    addr = next(int(line.split()[0], 16) for line in symbols.splitlines() if line.endswith(" dev"))
+    sizes = subprocess.run(["avr-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sec = {p[0]: int(p[1]) for p in (line.split() for line in sizes.splitlines()) if len(p) >= 2 and
+           p[0].startswith(".") and p[1].isdigit()}
+    return AvrImage(elf, addr, sec.get(".text", 0) + sec.get(".data", 0),
+                    sec.get(".data", 0) + sec.get(".bss", 0) + sec.get(".noinit", 0), sec.get(".eeprom", 0))
+
+
+def build_simavr_runner() -> Path:
+    """The host program that runs the AVR image in libsimavr with its UART on a pty."""
+    why = avr_toolchain_missing()
+    if why:
+        raise BuildUnavailable(why)
+    tc = host_compiler()
+    sources = [HERE / "sim" / "imle_simavr.c", HERE / "host" / "hostio.c"]
+    argv = [*CFLAGS, f"-I{SIMAVR_INCLUDE}", f"-I{HERE / 'host'}", *map(str, sources), "-lsimavr", "-lelf", "-lm"]
+    argv = [a for a in argv if a != "-pedantic"]  # simavr's headers are GNU C
+    return _compile_cached("imle-simavr", argv, [*sources, *_headers(HERE / "host")], ("simavr", tc.version, argv),
+                           tc.cc)

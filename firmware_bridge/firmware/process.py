@@ -135,3 +135,19 @@ def start_host_device(*, watchdog_ms: int = 300, state_hz: float = 50.0, fault_s
     if max_step is not None:
         args += ["--max-step", str(float(max_step))]
     return DeviceProcess(args, workdir)
+
+
+def start_avr_device(*, watchdog_ms: int = 300, state_hz: float = 50.0, fault_seed: int = 0,
+                     corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
+                     command_log: Optional[str] = None, max_step: Optional[float] = None) -> DeviceProcess:
+    """The firmware image for an ATmega2560 run in simavr (real time), its UART0 on a pty."""
+    from .build import build_avr, build_simavr_runner
+    image = build_avr()
+    runner = build_simavr_runner()
+    workdir = tempfile.mkdtemp(prefix="imle-avr-")
+    args = [str(runner), str(image.elf), "--dev-addr", hex(image.dev_addr),
+            *_common_args(watchdog_ms, state_hz, fault_seed, corrupt_one_in, corrupt_rx_one_in, drop_fraction,
+                          command_log, os.path.join(workdir, "tty"))]
+    if max_step is not None:
+        args += ["--max-step", str(float(max_step))]
+    return DeviceProcess(args, workdir)
