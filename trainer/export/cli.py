@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.package import TC_RESET_AFTER
+from runtime.package import SAMPLERS, TC_RESET_AFTER
 
 EPILOG = """\
 examples:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tc-reset-after", type=int, default=TC_RESET_AFTER, metavar="N",
                    help="manifest default: re-draw the temporal-consistency reference every N plans "
                         "(0: never; default %(default)s, as IMLE Policy's evaluation)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim", "euler"], default=None,
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="baselines: sampler (default ddpm for diffusion, euler for flow matching)")
     p.add_argument("--sampler-steps", type=int, default=None, help="baselines: sampler steps (ddpm: 100)")
     p.add_argument("--data", default=None, help="replay buffer for calibration/parity (default: the checkpoint's)")
