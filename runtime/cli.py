@@ -330,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from firmware_bridge.robot import LinkError
         from runtime import robots
         try:
-            handle = robots.make_robot(settings, period_s=period)
+            handle = robots.make_robot(settings, period_s=period, package=str(args.package))
         except (robots.RobotSpecError, LinkError) as exc:
             raise UserError(str(exc)) from None
 

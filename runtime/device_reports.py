@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from firmware_bridge.robot import Robot
+
 # FaultCode values (firmware_bridge.protocol; 10 and 11 are protocol v2). By number, so a code this
 # host's firmware_bridge does not name yet is still classified.
 CODE_NAMES = {1: "WATCHDOG", 2: "LIMIT", 3: "BAD_FRAME", 4: "ESTOP", 5: "NO_SESSION", 6: "BAD_COMMAND",
@@ -56,40 +58,23 @@ class DeviceReports:
     refused: int = 0                                           # Faults saying a command was refused
     flag_states: dict[str, int] = field(default_factory=dict)  # States (each counted once) with each flag set
     last_fault: str = ""
-    source: str = "take_faults"                                # where Faults came from (see drain)
     _fault_flag_in_row: int = 0
     _last_state: Any = None
     _last_key: tuple = (None, None, None)
-    _stats_seen: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_faults(self) -> int:
         return sum(self.faults.values())
 
-    def drain(self, robot: Any) -> list[tuple[Optional[int], str, str]]:
-        """The robot's new Faults as (code, name, text). Robots without take_faults (older links) are
-        read through their LinkStats.fault_codes counters instead (no text); `source` says which."""
-        take = getattr(robot, "take_faults", None)
+    def drain(self, robot: Robot) -> list[tuple[Optional[int], str, str]]:
+        """The robot's new Faults (Robot.take_faults) as (code, name, text)."""
         out: list[tuple[Optional[int], str, str]] = []
-        if take is not None:
-            for f in take() or ():
-                code = getattr(f, "code", None)
-                try:
-                    num: Optional[int] = int(code)
-                except (TypeError, ValueError):
-                    num = None
-                out.append((num, code_name(code), _one_line(getattr(f, "text", ""))))
-            return out
-        self.source = "link stats (the robot has no take_faults)"
-        try:
-            codes = dict(getattr(robot.stats, "fault_codes", {}) or {})
-        except Exception:  # a link that cannot report its counters has nothing to add here
-            return out
-        by_name = {v: k for k, v in CODE_NAMES.items()}
-        for name, n in codes.items():
-            new = int(n) - self._stats_seen.get(name, 0)
-            self._stats_seen[name] = int(n)
-            out.extend([(by_name.get(str(name)), str(name), "")] * max(0, new))
+        for f in robot.take_faults():
+            try:
+                num: Optional[int] = int(f.code)
+            except (TypeError, ValueError):
+                num = None
+            out.append((num, code_name(f.code), _one_line(f.text)))
         return out
 
     def on_faults(self, faults: list[tuple[Optional[int], str, str]], estop_ours: bool = False) -> Optional[Verdict]:
@@ -154,4 +139,4 @@ class DeviceReports:
 
     def as_dict(self) -> dict[str, Any]:
         return {"faults": dict(self.faults), "refused_commands": self.refused, "flag_states": dict(self.flag_states),
-                "last_fault": self.last_fault, "fault_source": self.source}
+                "last_fault": self.last_fault}

@@ -28,7 +28,7 @@ def fake_run(monkeypatch, tmp_path):
     import runtime.robots
 
     def go(robot, *extra):
-        def make_robot(settings, period_s=None):
+        def make_robot(settings, period_s=None, package=None):
             robot.settings = settings
             return RobotHandle(settings.label(), robot, robot.capabilities)
 

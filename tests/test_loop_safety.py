@@ -200,21 +200,6 @@ def test_fault_flag_set_on_three_states_in_a_row_is_a_device_fault():
     assert not stats.stop_reason and stats.device["flag_states"] == {"FAULT": 1} and stats.exit_code() == 0
 
 
-def test_robot_without_take_faults_is_read_through_link_stats():
-    class OldRobot(BoundaryRobot):
-        take_faults = None  # an older link: only counters
-
-        @property
-        def stats(self):
-            from firmware_bridge.robot import LinkStats
-            return LinkStats(fault_codes={"IMPLAUSIBLE": 1} if len(self.sent) >= 3 else {})
-
-    robot = OldRobot()
-    stats = run(robot, lockstep())
-    assert stats.device["faults"] == {"IMPLAUSIBLE": 1} and "link stats" in stats.device["fault_source"]
-    assert stats.exit_code() == 4
-
-
 # ----------------------------------------------------------------------------- e-stop
 def test_estop_is_retried_until_the_device_confirms():
     robot = BoundaryRobot()

@@ -100,7 +100,7 @@ def cli_run(monkeypatch, tmp_path):
     """cli.main with a fake policy; records the robot settings make_robot was given."""
     seen = []
 
-    def make_robot(settings, period_s=None):
+    def make_robot(settings, period_s=None, package=None):
         seen.append(settings)
         robot = BoundaryRobot()
         return RobotHandle(settings.label(), robot, robot.capabilities)

@@ -158,8 +158,10 @@ def check_spec(spec: Union[str, RobotSettings]) -> None:
     settings.check()
 
 
-def make_robot(spec: Union[str, RobotSettings], *, period_s: Optional[float] = None) -> RobotHandle:
+def make_robot(spec: Union[str, RobotSettings], *, period_s: Optional[float] = None,
+               package: Optional[str] = None) -> RobotHandle:
     """Connect to the robot a configuration (or a --robot shorthand) names, starting an emulator when
-    asked. The caller closes the handle."""
+    asked (a plant that fits `package`: Push-T for a Push-T package when gym-pusht is installed, else
+    the generic joint plant). The caller closes the handle."""
     settings = spec if isinstance(spec, RobotSettings) else build_settings(spec, {})[0]
-    return settings.connect(ConnectContext(period_s=period_s))
+    return settings.connect(ConnectContext(period_s=period_s, package=package))

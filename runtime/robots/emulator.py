@@ -49,7 +49,7 @@ class EmulatorConfig(RobotSettings):
             hz = max(50.0, 1.0 / context.period_s) if context.period_s else 50.0
         try:
             emulator = start_emulator(self.mode, watchdog_ms=self.watchdog_ms, seed=self.seed, state_hz=hz,
-                                      max_step=self.max_step)
+                                      max_step=self.max_step, plant="auto", plant_from=context.package)
         except EmulatorError as exc:
             raise RobotSpecError(f"cannot start the emulator: {str(exc).splitlines()[0]}") from None
         return connect_serial(self.label(), emulator.port, 1_000_000, self.state_timeout_s, self.takeover, emulator)

@@ -46,6 +46,7 @@ class RobotHandle:
 class ConnectContext:
     """What the run knows when it connects (an emulator streams States at least once per period)."""
     period_s: Optional[float] = None
+    package: Optional[str] = None  # the model package being run: the emulator builds a plant that fits it
 
 
 class RobotSettings:
