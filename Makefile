@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean arm-check
 setup: $(STAMP)
 
 # The pinned CPU torch wheel first: plain `torch` would pull a multi-GB CUDA build.
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# aarch64 under QEMU (Pi 4/5 CPU models): offline bundle install, imle-flash, imle-verify's golden vectors,
+# x86 vs aarch64 output differences -> benchmarks/results/arm_check.json. Needs root; prints SKIPPED where it cannot run.
+arm-check: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python benchmarks/arm_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

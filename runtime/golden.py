@@ -7,8 +7,11 @@ The tolerances belong to the runtime, not the package, and are set per precision
 
 - fp32: 1e-4 of the output's range. Measured x86 (AVX-512) vs aarch64 (QEMU cortex-a72/a76) on the
   shipped Push-T package: max 1.5e-4 raw units, i.e. ~3e-7 of the action range.
-- int8: 5e-3 of the range. Measured x86 (VNNI) vs aarch64: max 0.72 px = 1.2e-3 of the action range,
-  with a few values on the other side of a rounding step; ~4x margin for other CPUs' integer kernels.
+- int8: 7e-2 of the range. Measured x86 with VNNI vs aarch64: max 0.72 px = 1.2e-3 of the action range.
+  But x86 with AVX2 and no VNNI (the shipped package's reference, an AMD EPYC) multiplies u8s8 with
+  saturating 16-bit sums (onnxruntime's VPMADDUBSW path): vs aarch64 (exact integer sums; cortex-a72
+  and cortex-a76 bit-identical) max 15.9 px = 3.2e-2 of the range on random observations, 1.5e-2 on
+  the golden inputs (benchmarks/arm_check.sh, benchmarks/results/arm_check.json); ~2x margin on that.
 
 The output's range is the manifest's action range for ``actions`` (raw units), and for outputs in
 normalised units (a denoiser's ``output``, an encoder's ``cond``) 2.0 or the reference's own spread,
@@ -26,7 +29,7 @@ import numpy as np
 from runtime.package import EXTERNAL_DATA, Manifest, Package, PackageError, expected_signature
 
 GOLDEN_VERSION = 1
-TOLERANCE = {"fp32": 1e-4, "int8": 5e-3}  # max |error| / output range, per precision (see above)
+TOLERANCE = {"fp32": 1e-4, "int8": 7e-2}  # max |error| / output range, per precision (see above)
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
 MAX_CASES = 64
 MAX_CASE_ELEMENTS = 1 << 20  # per array
