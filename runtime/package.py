@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.task_spec import MAX_DIM, MAX_HORIZON, MAX_IMAGE_SIDE, MAX_NAME_CHARS, PERIOD_S_RANGE, TaskSpec, TaskSpecError
+from runtime.task_spec import (MAX_DIM, MAX_HORIZON, MAX_IMAGE_SIDE, MAX_NAME_CHARS, PERIOD_S_RANGE, TaskSpec,
+                               TaskSpecError)
 
 FORMAT = "imle-policy-package"
 FORMAT_VERSION = 1

@@ -111,7 +111,8 @@ def test_init_refuses_non_finite_data_naming_the_episode(tmp_path, capsys):
 
     state = np.zeros((10, 3), np.float32)
     state[7, 1] = np.nan
-    write_replay_buffer(tmp_path / "n.zarr", {"state": state, "action": np.zeros((10, 2), np.float32)}, np.array([5, 10]))
+    write_replay_buffer(tmp_path / "n.zarr", {"state": state, "action": np.zeros((10, 2), np.float32)},
+                        np.array([5, 10]))
     assert task_main(["init", str(tmp_path / "n.zarr")]) == 2
     assert "episode 1 (frame 7" in one_line(capsys.readouterr().err)
 

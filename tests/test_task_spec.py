@@ -190,7 +190,6 @@ def test_top_level_shape_and_adversarial_values():
 
 # ---------------------------------------------------------------------------- the manifest's task section
 def _manifest_dict(tmp_path) -> dict:
-    import shutil
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "exported_models/pusht-state-imle"

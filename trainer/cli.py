@@ -100,7 +100,8 @@ def train_main(argv: list[str] | None = None) -> int:
         print("imle-train: interrupted; resume with the same command", file=sys.stderr)
         return 130
     print(f"trained {result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}")
-    print(f"checkpoint: {result.last_checkpoint}" + (f" (best: {result.best_checkpoint})" if result.best_checkpoint else ""))
+    best = f" (best: {result.best_checkpoint})" if result.best_checkpoint else ""
+    print(f"checkpoint: {result.last_checkpoint}{best}")
     print(f"metrics: {result.out_dir / 'metrics.jsonl'}  plot: {result.out_dir / 'loss.png'}")
     return 0
 

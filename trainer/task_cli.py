@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 
         s = check_task_data(spec, args.data)
         print(f"task {spec.name} matches {args.data}: {s.episodes} episodes, {s.frames} frames")
+        angles = f" (angles: {', '.join(spec.state.angles)})" if spec.state.angles else ""
         print(f"  observes {len(spec.state.use)} of {len(spec.state.names)} columns of data/{spec.state.key}: "
-              f"{', '.join(spec.state.use)}" + (f" (angles: {', '.join(spec.state.angles)})" if spec.state.angles else ""))
+              f"{', '.join(spec.state.use)}{angles}")
         for im in spec.images:
             print(f"  camera {im.camera}: data/{im.key} {list(im.shape)} {im.channel_order}")
         print(f"  commands {', '.join(f'{n}->{j}' for n, j in zip(spec.action.names, spec.action.joints))} "

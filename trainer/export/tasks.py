@@ -2,8 +2,8 @@
 
 Checkpoints trained from a task file carry the task (``config.task_spec``). Older ones carry only the
 task's name and the observed columns: a built-in task whose observed columns and angles agree is
-used with the checkpoint's horizons; otherwise the task is derived from what the checkpoint knows (generic ``state_<i>`` /
-``action_<i>`` names, no success signal), never guessed.
+used with the checkpoint's horizons; otherwise the task is derived from what the checkpoint knows
+(generic ``state_<i>`` / ``action_<i>`` names, no success signal), never guessed.
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def task_from_checkpoint(state: dict, state_dim: int, action_dim: int, obs_horiz
                                           tuple(f"action_{i}" for i in range(action_dim))),
                         images=images, success=None)
     except TaskSpecError as exc:
-        raise TaskSpecError(f"the checkpoint has no task_spec and none can be derived from its config ({exc})") from None
+        raise TaskSpecError(f"the checkpoint has no task_spec and none can be derived from its config ({exc})") \
+            from None
 
 
 def _safe_name(name: str) -> str:

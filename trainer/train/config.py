@@ -42,7 +42,8 @@ class TrainConfig:
     angle_dims: tuple[int, ...] = ()  # observed columns that are angles (from the task's `angles`)
     rs_imle: RSIMLEConfig = field(default_factory=RSIMLEConfig)
     steps: int = field(default=3000, metadata=_flag("total optimiser steps"))
-    batch_size: int = field(default=128, metadata=_flag(f"batch size (default 128; {IMAGE_BATCH_SIZE} for image tasks)"))
+    batch_size: int = field(default=128, metadata=_flag(
+        f"batch size (default 128; {IMAGE_BATCH_SIZE} for image tasks)"))
     lr: float = field(default=1e-4, metadata=_flag("peak learning rate (default 1e-4)"))
     weight_decay: float = 1e-6
     warmup_steps: int = field(default=500, metadata=_flag("warm-up steps", flag="warmup"))
