@@ -46,7 +46,7 @@ static avr_cycle_count_t cycle0;
 static uint8_t out_frame[2048];
 static size_t out_len;
 /* host -> MCU: bytes waiting for the UART's receive FIFO */
-static uint8_t in_q[8192];
+static uint8_t in_q[16384];
 static size_t in_head, in_tail;
 static int xoff;
 /* the command log on UART1 */
@@ -300,14 +300,14 @@ int main(int argc, char **argv) {
         struct timespec ts = {0, ahead > 0 ? (long)(ahead * 1e9) : 0};
         if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
         ppoll(fds, (nfds_t)nfds, &ts, NULL);
-        if (pi >= 0 && (fds[pi].revents & POLLIN)) {
+        size_t queued = (in_head + sizeof in_q - in_tail) % sizeof in_q;
+        if (pi >= 0 && (fds[pi].revents & POLLIN) && queued + sizeof buf < sizeof in_q) {
+            /* read only what fits: a host ahead of the UART is held back by the pty (USB flow control) */
             long got = hostio_port_read(&port, buf, sizeof buf);
             if (got > 0) hostio_noise_rx(&noise, buf, (size_t)got);
             for (long i = 0; i < got; i++) {
-                size_t next = (in_head + 1) % sizeof in_q;
-                if (next == in_tail) break;  /* host far ahead of the UART: drop, as an overrun would */
                 in_q[in_head] = buf[i];
-                in_head = next;
+                in_head = (in_head + 1) % sizeof in_q;
             }
         }
         if (si >= 0 && (fds[si].revents & (POLLIN | POLLHUP))) {
