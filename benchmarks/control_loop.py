@@ -83,7 +83,8 @@ def run_once(package: Path, rate: float, duration: float, variant: str, precisio
         "missed_deadlines": c["missed_deadlines"], "skipped_ticks": c["skipped_ticks"],
         "dropped_actions": c["dropped_actions"], "held_ticks": c["held_ticks"], "tail_ticks": c["tail_ticks"],
         "plans": c["plans"], "plan_overruns": c["plan_overruns"], "tick_thread_priority": s["settings"].get(
-            "tick_thread_priority"), "spin_ms": v["spin_ms"], "link_corrupt": sum(s["link"].get("corrupt", {}).values()),
+            "tick_thread_priority"), "spin_ms": v["spin_ms"],
+        "link_corrupt": sum(s["link"].get("corrupt", {}).values()),
         "command": " ".join(["imle-run", *cmd[3:-2]]), "exit_code": res.returncode,
         "device_faults": (s.get("device_reports") or {}).get("faults", {}),
     }

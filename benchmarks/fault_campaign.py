@@ -153,8 +153,8 @@ ROWS: list[Row] = [
     Row("drop-30pct", "device->host: 30% of frames dropped", (0, 3),
         "completes; sequence gaps counted", inject="drop 0.3", lift="drop 0", check=_completed),
     Row("firmware-reset", "the device reboots mid-run (session lost, sequence numbers restart)", (3,),
-        "re-handshake, the run completes; the reset is in the summary (exit 3)",
-        inject="reset", check=_all(_completed, _surfaced("link_losses"))),
+        "re-handshake, the run completes; the reset reaches the summary (NO_SESSION, a reconnect; exit 3)",
+        inject="reset", check=_all(_completed, _surfaced("device_faults", "reconnects"))),
     Row("unplug-1s", "the device vanishes for 1 s (pty closed, comes back on a new one)", (3,),
         "holds while it is gone, reconnects, completes (exit 3)",
         inject="vanish 1", check=_all(_completed, _surfaced("link_losses"))),
@@ -265,6 +265,7 @@ def surfaced(summary: dict) -> dict[str, Any]:
         "flag_states": dict(dev.get("flag_states") or {}), "bad_states": c.get("bad_states", 0),
         "link_losses": c.get("link_loss_events", 0), "link_recoveries": c.get("link_recoveries", 0),
         "corrupt_frames": sum((link.get("corrupt") or {}).values()), "seq_gaps": link.get("seq_gaps", 0),
+        "reconnects": link.get("reconnects", 0),
         "clipped": c.get("clipped", 0), "rate_limited": c.get("rate_limited", 0),
         "fault_holds": c.get("fault_holds", 0), "skipped_ticks": c.get("skipped_ticks", 0),
         "stop_reason": summary.get("stop_reason") or "", "estop": summary.get("estop") or {},
@@ -275,7 +276,8 @@ def surfaced(summary: dict) -> dict[str, Any]:
 def surfaced_text(s: dict) -> str:
     parts = [f"{k} {v}" for k, v in sorted(s["device_faults"].items())]
     for key, label in (("refused_commands", "refused"), ("bad_states", "bad States"), ("link_losses", "link lost"),
-                       ("corrupt_frames", "corrupt frames"), ("seq_gaps", "seq gaps"), ("clipped", "clipped"),
+                       ("corrupt_frames", "corrupt frames"), ("seq_gaps", "seq gaps"), ("reconnects", "reconnects"),
+                       ("clipped", "clipped"),
                        ("rate_limited", "step-limited")):
         if s.get(key):
             parts.append(f"{label} {s[key]}")
@@ -422,9 +424,6 @@ def _estop_text(v: Optional[bool]) -> str:
     return "-" if v is None else ("yes" if v else "no")
 
 
-COLUMNS = ("row", "sent", "applied", "foreign", "cmd step", "app step", "exit", "estop", "ok", "surfaced to the operator")
-
-
 def table(results: list[dict]) -> str:
     head = (f"{'row':<26} {'sent':>5} {'appl':>5} {'forgn':>5} {'cmd step':>8} {'app step':>8} {'exit':>4} "
             f"{'estop':>5} {'ok':>3}  surfaced to the operator")
@@ -441,7 +440,8 @@ def table(results: list[dict]) -> str:
 
 def markdown(results: list[dict], meta: dict) -> str:
     lines = [f"Fault campaign: `{meta['command']}` ({meta['ticks']} ticks per row at the package's period, "
-             f"{meta['package_note']}; {meta['machine']['cpus']} CPUs, load {' '.join(meta['machine']['loadavg_at_end'])}"
+             f"{meta['package_note']}; {meta['machine']['cpus']} CPUs, "
+             f"load {' '.join(meta['machine']['loadavg_at_end'])}"
              f" at the end; {meta['wall_s']:.0f} s in all).", "",
              "| row | fault | sent | applied | foreign | largest cmd step (px) | largest applied step (px) | exit "
              "(expected) | device e-stop after | surfaced to the operator | ok |",
@@ -460,7 +460,8 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", default="all", help=f"comma-separated rows (default all): {', '.join(r.name for r in ROWS)}")
+    p.add_argument("--rows", default="all",
+                   help=f"comma-separated rows (default all): {', '.join(r.name for r in ROWS)}")
     p.add_argument("--ticks", type=int, default=None, help="commands per run (default 200; 40 with --quick)")
     p.add_argument("--quick", action="store_true", help="CI-size: 40 ticks per row")
     p.add_argument("--seed", type=int, default=2, help="plant, policy and fault-injector seed")
