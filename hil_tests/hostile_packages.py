@@ -3,13 +3,14 @@
 Each is a real, self-consistent package (hashes match, the runtime loads it): what makes it hostile
 is what its graph commands and what its manifest claims.
 
-    tampered  the manifest's action range is +-1e9 and the graph's outputs span it: every plan asks
-              for jumps of hundreds of pixels past the table (the attack of issue #16)
+    tampered  the manifest's action range (and its task's) is +-1e9 and the graph's outputs span it:
+              every plan asks for jumps of hundreds of pixels past the table (the attack of issue #16)
     corner    a normal action range, but the generator is pushed far outside it: every command
               drives into a corner of the box, and consecutive candidates jump across it
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 KINDS = ("tampered", "corner")
@@ -40,4 +41,12 @@ def build_hostile_package(out_dir: Path, kind: str, seed: int = 0) -> Path:
             last.weight.mul_(20.0)       # candidates disagree wildly: the z that is kept jumps across the box
             last.bias.copy_(torch.tensor([3.0, -3.0]))  # far past the range: x beyond 512, y below 0
     state = checkpoint_state(net, state_stats, action_stats, task="pusht-state", action_horizon=8)
-    return export_package(state, out_dir, calibration="random", progress=False, candidates=4)
+    pkg = export_package(state, out_dir, calibration="random", progress=False, candidates=4)
+    if kind == "tampered":  # a thorough attacker rewrites the task's action limits too (the manifest is unsigned)
+        path = Path(pkg) / "manifest.json"
+        manifest = json.loads(path.read_text())
+        if manifest.get("task_spec"):
+            manifest["task_spec"]["action"]["low"] = [-span] * 2
+            manifest["task_spec"]["action"]["high"] = [span] * 2
+            path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return pkg

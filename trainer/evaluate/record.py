@@ -52,15 +52,16 @@ def reference_rollouts(package: str | Path, seed: int, episodes: int, precision:
 
 
 def record_references(package: str | Path, seed: int, episodes: int,
-                      existing: list[dict] | None = None) -> list[dict]:
-    """fp32 and int8 references recorded on this machine, plus the int8 ones of other CPU classes."""
+                      existing: list[dict] | None = None) -> list[LockstepReference]:
+    """References recorded on this machine at each precision the package has, plus the int8 ones that
+    machines of other CPU classes recorded earlier."""
     kernels = int8_kernel_flags()
-    keep = [r for r in (existing or []) if r.get("precision") == "int8" and r.get("int8_kernels") != kernels]
+    keep = [LockstepReference(**r) for r in (existing or [])
+            if r.get("precision") == "int8" and r.get("int8_kernels") != kernels]
     fresh = []
-    for precision in ("fp32", "int8"):
+    for precision in load_package(package, trust=False).manifest.precisions():
         rewards, first = reference_rollouts(package, seed, episodes, precision)
-        fresh.append(dataclasses.asdict(LockstepReference(precision, kernels if precision == "int8" else [],
-                                                          rewards, first)))
+        fresh.append(LockstepReference(precision, kernels if precision == "int8" else [], rewards, first))
     return fresh + keep
 
 
@@ -91,8 +92,8 @@ def record_references_only(package: str | Path) -> list[dict]:
     ev = manifest.get("evaluation")
     if not ev:
         raise ValueError(f"{package} has no recorded evaluation: run without --references-only first")
-    ev["references"] = record_references(package, int(ev["seed"]), int(ev["reference_episodes"]) or 3,
-                                         ev.get("references"))
+    refs = record_references(package, int(ev["seed"]), int(ev["reference_episodes"]) or 3, ev.get("references"))
+    ev["references"] = [dataclasses.asdict(r) for r in refs]
     _write_manifest(package, manifest)
     return ev["references"]
 
