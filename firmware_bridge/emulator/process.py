@@ -21,7 +21,12 @@ class EmulatorError(RuntimeError):
 
 
 class EmulatorProcess:
-    """A running `imle-emulator`. `port` is the path to open with SerialLink (a stable symlink)."""
+    """A running `imle-emulator` (or any device program that prints its pty path first and answers the
+    same stdin fault commands, such as the C firmware's builds). `port` is the path to open with
+    SerialLink (a stable symlink)."""
+
+    Error: type[EmulatorError] = EmulatorError
+    NAME = "emulator"
 
     def __init__(self, proc: subprocess.Popen, port: str, workdir: str, stderr_path: str,
                  lines: "queue.Queue[Optional[str]]") -> None:
@@ -45,18 +50,18 @@ class EmulatorProcess:
         """Send one stdin command and return the emulator's one-line answer."""
         with self._cmd_lock:
             if not self.running or self.proc.stdin is None:
-                raise EmulatorError(f"emulator is not running (exit code {self.proc.returncode}); "
-                                    f"log: {self.log()[-500:]}")
+                raise self.Error(f"{self.NAME} is not running (exit code {self.proc.returncode}); "
+                                 f"log: {self.log()[-500:]}")
             self.proc.stdin.write(line.strip() + "\n")
             self.proc.stdin.flush()
             try:
                 answer = self._lines.get(timeout=timeout)
             except queue.Empty:
-                raise EmulatorError(f"emulator did not answer {line.strip()!r} within {timeout} s") from None
+                raise self.Error(f"{self.NAME} did not answer {line.strip()!r} within {timeout} s") from None
             if answer is None:
-                raise EmulatorError(f"emulator exited while answering {line.strip()!r}")
+                raise self.Error(f"{self.NAME} exited while answering {line.strip()!r}")
             if answer.startswith("error"):
-                raise EmulatorError(answer)
+                raise self.Error(answer)
             return answer
 
     def vanish(self, seconds: float) -> None:
@@ -119,6 +124,36 @@ class EmulatorProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @classmethod
+    def launch(cls, args: Sequence[str], workdir: str, env: Optional[dict] = None,
+               startup_timeout: float = 30.0) -> "EmulatorProcess":
+        """Start a device program in `workdir` and wait for the pty path on its first stdout line."""
+        stderr_path = os.path.join(workdir, "stderr.log")
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                    text=True, bufsize=1, env=env)
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, name=f"{cls.NAME}-stdout-{proc.pid}", daemon=True).start()
+        dev = cls(proc, os.path.join(workdir, "tty"), workdir, stderr_path, lines)
+        try:
+            first = lines.get(timeout=startup_timeout)
+        except queue.Empty:
+            first = None
+        if first is None or not os.path.exists(first):
+            tail = dev.log()[-800:]
+            dev.stop()
+            raise cls.Error(f"{Path(args[0]).name if cls.NAME != 'emulator' else 'emulator'} did not start "
+                            f"(first line {first!r}); stderr: {tail}")
+        dev.port = first
+        return dev
+
 
 def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int = 0, state_hz: float = 50.0,
                    corrupt_one_in: int = 0, corrupt_rx_one_in: int = 0, drop_fraction: float = 0.0,
@@ -157,27 +192,4 @@ def start_emulator(mode: str = "realtime", *, watchdog_ms: int = 300, seed: int 
         args += ["--hostile-states", spec]
     env = dict(os.environ, PYGAME_HIDE_SUPPORT_PROMPT="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    stderr_path = os.path.join(workdir, "stderr.log")
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                bufsize=1, env=env)
-    lines: "queue.Queue[Optional[str]]" = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, name=f"emulator-stdout-{proc.pid}", daemon=True).start()
-    emu = EmulatorProcess(proc, link, workdir, stderr_path, lines)
-    try:
-        first = lines.get(timeout=startup_timeout)
-    except queue.Empty:
-        first = None
-    if first is None or not os.path.exists(first):
-        tail = emu.log()[-800:]
-        emu.stop()
-        raise EmulatorError(f"emulator did not start (first line {first!r}); stderr: {tail}")
-    emu.port = first
-    return emu
+    return EmulatorProcess.launch(args, workdir, env, startup_timeout)
