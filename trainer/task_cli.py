@@ -50,7 +50,8 @@ def starter_task(path: str | Path, name: str | None = None, state_key: str | Non
                  action_key: str | None = None) -> str:
     """The text of a starter task file for the replay buffer at ``path``."""
     from trainer.data.replay_buffer import DatasetError
-    from trainer.data.task_check import open_buffer, summarize
+    from trainer.data.replay_buffer import open_buffer
+    from trainer.data.task_check import summarize
 
     s = summarize(path)
     root, ends = open_buffer(path)

@@ -41,17 +41,13 @@ class ReplayBuffer:
         return start, int(self.episode_ends[i])
 
 
-def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state", "action"),
-                       image_keys: tuple[str, ...] = ("img",)) -> ReplayBuffer:
-    """Load ``keys`` from a Diffusion-Policy zarr replay buffer; ``image_keys`` are kept as uint8.
-
-    Raises DatasetError with a one-line message if the file or its layout is wrong.
-    """
+def open_buffer(path: str | os.PathLike, hint: str = ""):
+    """The zarr group of a replay buffer and its episode ends (DatasetError, one line, when it is not one)."""
     import zarr  # train-side dependency
 
     p = Path(path)
     if not p.exists():
-        raise DatasetError(f"replay buffer not found: {p} (set --data or ${PUSHT_ENV_VAR})")
+        raise DatasetError(f"replay buffer not found: {p}{hint}")
     try:
         root = zarr.open_group(str(p), mode="r")
     except Exception as exc:  # zarr raises several types for a non-group path
@@ -62,6 +58,17 @@ def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state"
         raise DatasetError(f"{p} has no meta/episode_ends: not a Diffusion Policy replay buffer") from None
     if ends.ndim != 1 or len(ends) == 0 or np.any(np.diff(ends) <= 0) or ends[0] <= 0:
         raise DatasetError(f"{p}: meta/episode_ends must be a non-empty strictly increasing list of positive ints")
+    return root, ends
+
+
+def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state", "action"),
+                       image_keys: tuple[str, ...] = ("img",)) -> ReplayBuffer:
+    """Load ``keys`` from a Diffusion-Policy zarr replay buffer; ``image_keys`` are kept as uint8.
+
+    Raises DatasetError with a one-line message if the file or its layout is wrong.
+    """
+    p = Path(path)
+    root, ends = open_buffer(p, hint=f" (set --data or ${PUSHT_ENV_VAR})")
     data: dict[str, np.ndarray] = {}
     for key in keys:
         try:

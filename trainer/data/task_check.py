@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from runtime.task_spec import TaskSpec
-from trainer.data.replay_buffer import DatasetError
+from trainer.data.replay_buffer import DatasetError, open_buffer
 
 
 @dataclass
@@ -19,28 +18,6 @@ class DataSummary:
     frames: int
     shapes: dict[str, tuple[int, ...]]  # data/<key> -> shape, every array in the buffer
     dtypes: dict[str, str]
-
-
-def open_buffer(path: str | os.PathLike):
-    """The zarr group of a replay buffer and its episode ends (DatasetError when it is not one)."""
-    import zarr  # train-side dependency
-
-    p = Path(path)
-    if not p.exists():
-        raise DatasetError(f"replay buffer not found: {p}")
-    try:
-        root = zarr.open_group(str(p), mode="r")
-    except Exception as exc:  # zarr raises several types for a non-group path
-        raise DatasetError(f"{p} is not a zarr group ({type(exc).__name__}: {exc})") from None
-    try:
-        ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
-    except KeyError:
-        raise DatasetError(f"{p} has no meta/episode_ends: not a Diffusion Policy replay buffer") from None
-    if ends.ndim != 1 or len(ends) == 0 or np.any(np.diff(ends) <= 0) or ends[0] <= 0:
-        raise DatasetError(f"{p}: meta/episode_ends must be a non-empty strictly increasing list of positive ints")
-    if "data" not in root:
-        raise DatasetError(f"{p} has no data/ group: not a Diffusion Policy replay buffer")
-    return root, ends
 
 
 def summarize(path: str | os.PathLike) -> DataSummary:
