@@ -255,7 +255,8 @@ class ControlLoop:
         self.watch = LinkWatch(config.stale_timeout_s)
         self.stats = RunStats(mode="lockstep" if config.lockstep else "realtime", period_s=self.period)
         self.stats.limits = limits.as_dict()
-        self.stats.limits.update({"on_device_fault": self.fault_policy, "state_margin": self.state_check.margin_fraction,
+        self.stats.limits.update({"on_device_fault": self.fault_policy,
+                                  "state_margin": self.state_check.margin_fraction,
                                   "max_bad_states": self.state_check.max_bad,
                                   "robot_config": rc.as_dict() if rc is not None else None})
         self.stats.task = {"source": t.source, "success_signal": t.success_signal,
@@ -453,6 +454,17 @@ class ControlLoop:
                 return v
         return v1 or v2
 
+    def _react_to_device(self, state: Optional[State], ep: EpisodeStats) -> Optional[bool]:
+        """What the device reported decides this tick: None = the run was stopped (a device e-stop, or a
+        fault under --on-device-fault stop); True = hold for a fault; False = carry on."""
+        verdict = self._device_verdict(state)
+        if verdict is None:
+            return False
+        if verdict.kind == "estop" or self.fault_policy == "stop":
+            self._stop_run(ep, verdict.text)
+            return None
+        return True
+
     # ------------------------------------------------------------------ process settings
     def _enter_realtime(self) -> dict[str, Any]:
         cfg = self.config
@@ -614,13 +626,9 @@ class ControlLoop:
         while True:
             if self._aborted(ep):
                 break
-            verdict = self._device_verdict(state)
-            fault_hold = False
-            if verdict is not None:
-                if verdict.kind == "estop" or self.fault_policy == "stop":
-                    self._stop_run(ep, verdict.text)
-                    break
-                fault_hold = True
+            fault_hold = self._react_to_device(state, ep)
+            if fault_hold is None:
+                break
             if not self.state_check.check(state):
                 # A bad State never becomes an observation: hold the last command (nothing else is known).
                 if self.state_check.exhausted:
@@ -810,13 +818,9 @@ class ControlLoop:
             c.ticks += 1
 
             state = self.robot.latest_state()
-            verdict = self._device_verdict(state)
-            fault_hold = False
-            if verdict is not None:
-                if verdict.kind == "estop" or self.fault_policy == "stop":
-                    self._stop_run(ep, verdict.text)
-                    break
-                fault_hold = True
+            fault_hold = self._react_to_device(state, ep)
+            if fault_hold is None:
+                break
             was_lost = self.watch.lost
             if not self.watch.check(self.robot.healthy, state, now):
                 if not was_lost:  # stop planning; what was planned from old observations is void
