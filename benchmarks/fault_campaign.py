@@ -180,7 +180,7 @@ ROWS: list[Row] = [
     Row("second-host-takeover", "a second imle-run --takeover opens the port while the run is live", (0,),
         "refused: the port is locked by the live run (exit 2); the first run is untouched (exit 0)",
         action="second-host-takeover", check=_all(_completed, _second_host_refused)),
-    Row("package-tampered", "package with action range +-1e9 (hashes rewritten), plans of hundreds of px",
+    Row("package-tampered", "package whose action range is +-1e9 (self-consistent: hashes match; unsigned), plans of hundreds of px",
         (0,), "the box stays the robot's [0, 512]; every command clipped/step-limited to what the device accepts",
         package="tampered", check=_all(_completed, _held_to_box)),
     Row("package-corner", "package whose generator drives into the corners, candidates jumping across the box",
