@@ -53,8 +53,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "hil_tests"))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "benchmarks" / "results" / "fault_campaign.json"
 PACKAGES = REPO / "runs" / "fault_campaign" / "packages"
@@ -180,7 +180,8 @@ ROWS: list[Row] = [
     Row("second-host-takeover", "a second imle-run --takeover opens the port while the run is live", (0,),
         "refused: the port is locked by the live run (exit 2); the first run is untouched (exit 0)",
         action="second-host-takeover", check=_all(_completed, _second_host_refused)),
-    Row("package-tampered", "package whose action range is +-1e9 (self-consistent: hashes match; unsigned), plans of hundreds of px",
+    Row("package-tampered",
+        "package whose action range is +-1e9 (self-consistent: hashes match; unsigned), plans of hundreds of px",
         (0,), "the box stays the robot's [0, 512]; every command clipped/step-limited to what the device accepts",
         package="tampered", check=_all(_completed, _held_to_box)),
     Row("package-corner", "package whose generator drives into the corners, candidates jumping across the box",
@@ -196,6 +197,8 @@ def build_package(kind: str, cache: Path) -> Path:
         return out
     print(f"exporting the {kind} package to {out} ...", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
+    if str(REPO / "hil_tests") not in sys.path:  # the package builders live with the HIL tests
+        sys.path.insert(0, str(REPO / "hil_tests"))
     if kind == "tiny":
         from runtime_fixtures import build_tiny_package
         return Path(build_tiny_package(out))
