@@ -83,7 +83,8 @@ def _timestep_dim() -> int:
 def build_net(name: str, method: str, seed: int = 0):
     preset, image = NETS[name]
     torch.manual_seed(seed)
-    unet = UNetConfig(**{**PRESETS[preset].__dict__, "timestep_embed_dim": 0 if method == "rs_imle" else _timestep_dim()})
+    unet = UNetConfig(**{**PRESETS[preset].__dict__,
+                         "timestep_embed_dim": 0 if method == "rs_imle" else _timestep_dim()})
     spec = NetworkSpec(state_dim=2 if image else 5, action_dim=2, angle_dims=() if image else (4,),
                        image_shape=(3, 96, 96) if image else None, unet=unet)
     stats = IMAGE_STATE_STATS if image else STATE_STATS
@@ -258,7 +259,8 @@ def run(args) -> dict:
         # every configuration is timed in `rounds` slices, cycling through all of them, so a burst of
         # load from elsewhere on this shared machine spreads over all configurations instead of
         # landing on one (and a comparison, e.g. runtime vs torch, sees the same conditions)
-        runners = [Runner(job, pk, net, obs, args.device) for job in tqdm(jobs, desc=f"{name} warm-up", dynamic_ncols=True)]
+        runners = [Runner(job, pk, net, obs, args.device)
+                   for job in tqdm(jobs, desc=f"{name} warm-up", dynamic_ncols=True)]
         load_timing = os.getloadavg()
         total = sum(r.repeats for r in runners)
         with tqdm(total=total, desc=f"{name} timing", dynamic_ncols=True) as bar:
@@ -339,8 +341,9 @@ def targets(rows: list[Row], parity: list[dict], nets: list[str], threads: list[
             label = p["net"] if p["weights"] == "random" else f"{p['preset']} net, {p['trained_steps']} steps"
             kind = " (random weights)" if p["weights"] == "random" else " (trained)"
             # the target reads "action error" as the mean absolute error (what int8 adds to every action)
-            add("int8 action error < 1% of range", label, 0, f"mean over {p['observations']} obs x {p['candidates']} cand."
-                + kind, p["mean_frac"], TARGET_INT8_ERROR, unit="of range", less=True)
+            add("int8 action error < 1% of range", label, 0,
+                f"mean over {p['observations']} obs x {p['candidates']} cand." + kind,
+                p["mean_frac"], TARGET_INT8_ERROR, unit="of range", less=True)
             # the tail is reported, not judged: the fp32 generator itself moves this much under a tiny
             # latent change (see docs/benchmarks.md, Inference)
             for stat in ("p99", "max"):
@@ -381,7 +384,8 @@ def _memory_and_parity_tables(result: dict) -> list[str]:
     lines = ["", "| net | package | precision | N | peak RSS MB |", "|---|---|---|---:|---:|"]
     for m in result["memory"]:
         lines.append(f"| {m['net']} | {m['package']} | {m['precision']} | {m['candidates']} | {m['peak_rss_mb']:.0f} |")
-    lines += ["", "| int8 vs fp32 | weights | obs x cand. | mean | p99 | max | fp32, z + 0.01 N(0,1): mean / p99 / max |",
+    lines += ["",
+              "| int8 vs fp32 | weights | obs x cand. | mean | p99 | max | fp32, z + 0.01 N(0,1): mean / p99 / max |",
               "|---|---|---|---:|---:|---:|---:|"]
     for p in result["parity"]:
         w = "random" if p["weights"] == "random" else f"trained {p['trained_steps']} steps"
@@ -424,7 +428,8 @@ def doc_tables(result: dict) -> str:
         for t in threads:
             x = keyed.get((*k, t))
             cells.append("-" if x is None else (f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}" if x["repeats"] > 1
-                                               else f"{x['p50_ms']:.0f} (1 run)") + (" est." if x and x["estimated"] else ""))
+                                               else f"{x['p50_ms']:.0f} (1 run)")
+                         + (" est." if x and x["estimated"] else ""))
         lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | " + " | ".join(cells) + " |")
     lines += ["", "| target | net | comparison | " + " | ".join(f"{t} thr." for t in threads) + " |",
               "|---|---|---|" + "---:|" * len(threads)]
@@ -482,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
-    print(f"\n{len(result['rows'])} timings in {result['wall_s']:.0f} s; load average {result['machine']['loadavg_start']} "
-          f"-> {result['machine']['loadavg_end']}; JSON: {out}")
+    print(f"\n{len(result['rows'])} timings in {result['wall_s']:.0f} s; "
+          f"load average {result['machine']['loadavg_start']} -> {result['machine']['loadavg_end']}; JSON: {out}")
     return 0
 
 

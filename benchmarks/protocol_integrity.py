@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import platform
 import struct
 import sys
@@ -267,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     for check, total in (("crc32", args.commands), ("crc16", args.crc16_commands)):
         for one_in in rates:
             for i, start in enumerate(range(0, total, args.chunk)):
-                units.append((check, one_in, min(args.chunk, total - start), hash((args.seed, check, one_in, i)) & 0xFFFFFFFF))
+                units.append((check, one_in, min(args.chunk, total - start),
+                              hash((args.seed, check, one_in, i)) & 0xFFFFFFFF))
     t0 = time.perf_counter()
     with mp.get_context("fork").Pool(args.workers) as pool:
         parts = pool.map(run_chunk, units, chunksize=1)

@@ -9,7 +9,8 @@ export and eval default to every run already trained in --runs-dir (the grid fla
   python benchmarks/sample_efficiency.py --stage all --steps 20 --episodes 2 --runs-dir /tmp/se   # smoke
   python benchmarks/sample_efficiency.py --stage all --device cuda --steps 3000 --parallel 12 --runs-dir runs/se
   python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se
-  python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se_6000 --against runs/se_3000  # what the budget did
+  # what the budget did:
+  python benchmarks/sample_efficiency.py --stage report --runs-dir runs/se_6000 --against runs/se_3000
 
 Layout: RUNS/<method>_f<fraction>_s<seed>/ {last.pt, train.json, train.log, package/, eval_fp32.json,
 eval_int8.json}. Report: a markdown table on stdout, --out (default RUNS/report)/sample_efficiency.{json,md,png}.
@@ -446,8 +447,9 @@ def targets(agg: dict, rows: list[dict] | None = None) -> list[str]:
             verdict = "not shown (the mean is within +-0.02, the CI is wider)"
         else:
             verdict = "MISSED"
-        notes.append(f"{m or 'all methods'} int8 - fp32, paired over all fractions and seeds ({n} episodes): {ci.value:+.3f} "
-                     f"[{ci.low:+.3f}, {ci.high:+.3f}] (runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]) -> {verdict}")
+        notes.append(f"{m or 'all methods'} int8 - fp32, paired over all fractions and seeds ({n} episodes): "
+                     f"{ci.value:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] "
+                     f"(runs resampled too: [{cr.low:+.3f}, {cr.high:+.3f}]) -> {verdict}")
     for (m, f, prec) in sorted(agg):
         if prec == "int8" and (m, f, "fp32") in agg:  # paired: only the seeds evaluated in both precisions
             ci, n = paired_difference(rows, {"method": m, "fraction": f, "precision": "int8"},
@@ -562,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     # to every run already trained in --runs-dir, and these flags then narrow that set.
     p.add_argument("--methods", default=None, help=f"comma separated (default {','.join(METHODS)})")
     p.add_argument("--fractions", default=None, help=f"comma separated (default {','.join(map(str, FRACTIONS))})")
-    p.add_argument("--seeds", default=None, help="training seeds, comma separated (default 0; the demo subset is fixed)")
+    p.add_argument("--seeds", default=None,
+                   help="training seeds, comma separated (default 0; the demo subset is fixed)")
     p.add_argument("--data", default=None, help="replay buffer (default: the shared Push-T demos)")
     p.add_argument("--against", type=Path, default=None,
                    help="report: also print each cell minus the same runs (method, fraction, seed) of this "

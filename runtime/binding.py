@@ -135,7 +135,8 @@ class ActionMapper:
         missing = [j for j, t in zip(task, targets) if t not in robot]
         if missing:
             raise MappingError(f"the task commands joints {join_names(missing)} that the robot does not have "
-                               f"(task joints: {join_names(task)}; robot joints: {join_names(robot)}); {JOINT_MAP_HINT}")
+                               f"(task joints: {join_names(task)}; robot joints: {join_names(robot)}); "
+                               f"{JOINT_MAP_HINT}")
         twice = sorted({t for t in targets if targets.count(t) > 1})
         if twice:
             raise MappingError(f"robot joint {twice[0]!r} is commanded by more than one action dimension "

@@ -144,9 +144,11 @@ def build_bundle(out: Path, platform: str | None, python: str | None, packages: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="imle-bundle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="imle-bundle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--platform", default=None, help="wheel platform tag, e.g. manylinux_2_28_aarch64 (default: this machine)")
+    p.add_argument("--platform", default=None,
+                   help="wheel platform tag, e.g. manylinux_2_28_aarch64 (default: this machine)")
     p.add_argument("--python", default=None, help="robot's Python, e.g. 3.11 (with --platform)")
     p.add_argument("--package", action="append", default=[], help="model package to include (repeatable)")
     p.add_argument("--keys", default=None, help="directory of trusted public keys (default: the project's key)")

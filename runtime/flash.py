@@ -85,7 +85,8 @@ class Store:
         if create:
             (self.root / VERSIONS).mkdir(parents=True, exist_ok=True)
         if not (self.root / VERSIONS).is_dir():
-            raise FlashError(f"{self.root} is not a model store (no {VERSIONS}/ directory); flash a package into it first")
+            raise FlashError(f"{self.root} is not a model store (no {VERSIONS}/ directory); "
+                             "flash a package into it first")
         for p in (self.root, self.root / VERSIONS):
             if p.is_symlink():
                 raise FlashError(f"{p} is a symbolic link; a store's directories must be real")
@@ -419,7 +420,8 @@ def flash_remote(src: Path, remote: Remote, keep: int, extra: list[str]) -> str:
 
 # ---------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imle-flash", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="imle-flash", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package", nargs="?", help="package directory to flash (omit with --list / --rollback)")
     p.add_argument("target", help="store: a local directory, or user@host:path over ssh")
     p.add_argument("--list", action="store_true", help="list the stored versions (* = active)")

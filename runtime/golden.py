@@ -43,7 +43,8 @@ class GoldenError(PackageError):
 def encode_array(a: np.ndarray) -> dict:
     a = np.ascontiguousarray(a)
     name = {np.dtype(np.float32): "float32", np.dtype(np.uint8): "uint8"}[a.dtype]
-    return {"dtype": name, "shape": list(a.shape), "data": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode()}
+    data = base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode()
+    return {"dtype": name, "shape": list(a.shape), "data": data}
 
 
 def decode_array(d, where: str) -> np.ndarray:
@@ -67,7 +68,8 @@ def decode_array(d, where: str) -> np.ndarray:
         raise GoldenError(f"manifest field '{where}.data' is not valid base64") from None
     size = n * np.dtype(dt).itemsize
     if len(raw) != size:
-        raise GoldenError(f"manifest field '{where}.data' has {len(raw)} bytes; shape {shape} {d['dtype']} needs {size}")
+        raise GoldenError(f"manifest field '{where}.data' has {len(raw)} bytes; "
+                          f"shape {shape} {d['dtype']} needs {size}")
     a = np.frombuffer(raw, dtype=np.dtype(dt).newbyteorder("<")).astype(dt).reshape(shape)
     if dt is np.float32 and not np.isfinite(a).all():
         raise GoldenError(f"manifest field '{where}.data' holds NaN or inf")
@@ -175,8 +177,8 @@ def parse_cases(m: Manifest) -> list[tuple[str, dict, dict]]:
         raise GoldenError("manifest has no golden vectors ('golden' section); re-export the package "
                           "(imle-export writes them) or add them with python -m runtime.golden PACKAGE")
     if not isinstance(g, dict) or g.get("version") != GOLDEN_VERSION:
-        raise GoldenError(f"manifest field 'golden.version' is {str(g.get('version') if isinstance(g, dict) else g)[:20]}; "
-                          f"this runtime reads version {GOLDEN_VERSION}")
+        got = str(g.get("version") if isinstance(g, dict) else g)[:20]
+        raise GoldenError(f"manifest field 'golden.version' is {got}; this runtime reads version {GOLDEN_VERSION}")
     cases = g.get("cases")
     if not isinstance(cases, list) or not 0 < len(cases) <= MAX_CASES:
         raise GoldenError(f"manifest field 'golden.cases' must be a list of 1..{MAX_CASES} cases")

@@ -270,7 +270,8 @@ class Manifest:
         within(a.dim, 1, MAX_DIM, "action.dim")
         names(a.names, a.dim, "action.names", "action.dim")
         for name in ("low", "high"):
-            need(len(getattr(a, name)) == a.dim, f"action.{name}", f"has {len(getattr(a, name))} entries for action.dim {a.dim}")
+            need(len(getattr(a, name)) == a.dim, f"action.{name}",
+                 f"has {len(getattr(a, name))} entries for action.dim {a.dim}")
         for i, (lo, hi) in enumerate(zip(a.low, a.high)):
             need(math.isfinite(lo), f"action.low[{i}]", f"is {lo}; must be finite")
             need(math.isfinite(hi), f"action.high[{i}]", f"is {hi}; must be finite")
@@ -290,7 +291,8 @@ class Manifest:
              f"is {self.latent_shape}, expected [horizons.pred, action.dim] = {[h.pred, a.dim]}")
         for part, dim in (("state", self.obs.state_dim), ("action", a.dim)):
             st = getattr(self.normalization, part)
-            need(len(st.min) == dim and len(st.max) == dim, f"normalization.{part}", f"must have {dim} min and max values")
+            need(len(st.min) == dim and len(st.max) == dim, f"normalization.{part}",
+                 f"must have {dim} min and max values")
             for i, (lo, hi) in enumerate(zip(st.min, st.max)):
                 need(math.isfinite(lo), f"normalization.{part}.min[{i}]", f"is {lo}; must be finite")
                 need(math.isfinite(hi), f"normalization.{part}.max[{i}]", f"is {hi}; must be finite")
@@ -447,7 +449,8 @@ def expected_signature(m: Manifest, role: str) -> tuple[list[TensorSig], list[Te
     raise PackageError(f"unknown graph role {role!r}")
 
 
-def check_signature(file_name: str, actual_in: list, actual_out: list, expected: tuple[list[TensorSig], list[TensorSig]]) -> None:
+def check_signature(file_name: str, actual_in: list, actual_out: list,
+                    expected: tuple[list[TensorSig], list[TensorSig]]) -> None:
     """Compare onnxruntime NodeArgs (name, type, shape) with the expected signature."""
     for kind, actual, want in (("input", actual_in, expected[0]), ("output", actual_out, expected[1])):
         names = [x.name for x in actual]
@@ -751,7 +754,8 @@ def _check_directory(root: Path, manifest: Manifest) -> None:
                                    "(a package holds only manifest.json and its listed files)")
 
 
-def load_package(path: str | Path, verify_hashes: bool = True, verify_graphs: bool = False, trust: Any = None) -> Package:
+def load_package(path: str | Path, verify_hashes: bool = True, verify_graphs: bool = False,
+                 trust: Any = None) -> Package:
     """Read and check a package directory. Graph signatures are always checked when a session is
     opened (:meth:`Package.session`), which also re-hashes the bytes it loads whatever
     ``verify_hashes`` says; ``verify_graphs`` checks every file up front."""

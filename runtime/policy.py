@@ -70,7 +70,8 @@ class Policy:
         else:
             self._enc = self.package.session("encoder", precision, threads, device)
             self._den = self.package.session("denoiser", precision, threads, device)
-            self._schedule = samplers.ddpm_schedule(m.sampler.train_steps) if m.sampler.kind in ("ddpm", "ddim") else None
+            self._schedule = (samplers.ddpm_schedule(m.sampler.train_steps) if m.sampler.kind in ("ddpm", "ddim")
+                              else None)
         self._rest: np.ndarray | None = None  # unexecuted rest of the previous plan, raw units
         self._plans_since_reset = 0
         self.last_plan: np.ndarray | None = None

@@ -70,7 +70,8 @@ def sample_ddpm(step_fn: StepFn, x_T: np.ndarray, schedule: DDPMSchedule, rng: n
         beta_t = 1.0 - alpha_t
         x0 = _predict_x0(x, eps, abar, clip)
         # posterior mean of q(x_{t-1} | x_t, x0)
-        mean = (math.sqrt(abar_prev) * beta_t / (1.0 - abar)) * x0 + (math.sqrt(alpha_t) * (1.0 - abar_prev) / (1.0 - abar)) * x
+        mean = ((math.sqrt(abar_prev) * beta_t / (1.0 - abar)) * x0
+                + (math.sqrt(alpha_t) * (1.0 - abar_prev) / (1.0 - abar)) * x)
         if t > 0:
             var = max((1.0 - abar_prev) / (1.0 - abar) * beta_t, 1e-20)  # "fixed_small"
             mean = mean + math.sqrt(var) * rng.standard_normal(x.shape)

@@ -98,11 +98,13 @@ class StateMapper:
                                f"(policy observes: {join_names(obs)})")
         bad = [v for v in obs_map.values() if v not in device]
         if bad:
-            raise MappingError(f"obs map: {bad[0]!r} is not reported by the robot (robot reports: {join_names(device)})")
+            raise MappingError(f"obs map: {bad[0]!r} is not reported by the robot "
+                               f"(robot reports: {join_names(device)})")
         missing = [n for n in obs if obs_map.get(n, n) not in device]
         if missing:
             raise MappingError(f"the policy observes {join_names(missing)} which the robot does not report "
-                               f"(policy observes: {join_names(obs)}; robot reports: {join_names(device)}); {OBS_MAP_HINT}")
+                               f"(policy observes: {join_names(obs)}; robot reports: {join_names(device)}); "
+                               f"{OBS_MAP_HINT}")
         self.state_dim = len(obs)
         self.obs_names = tuple(obs)
         self.sources = tuple(obs_map.get(n, n) for n in obs)  # the robot name each observation reads
@@ -181,8 +183,8 @@ class StandInCamera:
     without one, a deterministic moving gradient. `fps` > 0 paces read() like a real camera.
     """
 
-    def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE, frame_fn: Optional[Callable[[int], np.ndarray]] = None,
-                 fps: float = 0.0) -> None:
+    def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE,
+                 frame_fn: Optional[Callable[[int], np.ndarray]] = None, fps: float = 0.0) -> None:
         self.shape = tuple(shape)  # type: ignore[assignment]
         self.frame_fn = frame_fn
         self.fps = fps

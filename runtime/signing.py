@@ -262,7 +262,8 @@ class SignatureStatus:
         return f"signed by {self.key_id}, {who}" + (f"; {self.note}" if self.note else "")
 
 
-def check_package_signature(root: str | Path, manifest_bytes: bytes, policy: TrustPolicy | None = None) -> SignatureStatus:
+def check_package_signature(root: str | Path, manifest_bytes: bytes,
+                            policy: TrustPolicy | None = None) -> SignatureStatus:
     """Check ``root/manifest.sig`` against ``manifest_bytes`` (the bytes the caller parsed) under ``policy``.
 
     Refused (SignatureError): a malformed signature file; a signature by a trusted or shipped key that
@@ -277,7 +278,8 @@ def check_package_signature(root: str | Path, manifest_bytes: bytes, policy: Tru
             raise SignatureError(f"package {name} is not signed ({SIGNATURE} missing) and {len(policy.keys)} "
                                  f"trusted key(s) are configured in {policy.source}; sign it with imle-sign, "
                                  f"or set {ENV_ALLOW_UNSIGNED}=1 for development")
-        return SignatureStatus(False, note="allowed: development override" if policy.keys else "no trusted keys configured")
+        return SignatureStatus(False, note=("allowed: development override" if policy.keys
+                                            else "no trusted keys configured"))
     sig = parse_signature(_read_small(sig_path, MAX_SIG_BYTES, "signature"), f"{name}/{SIGNATURE}")
     message = CONTEXT + manifest_bytes
     trusted = {k.key_id: k for k in policy.keys}

@@ -67,8 +67,8 @@ class Counters:
 # imle-run's exit codes (docs/deploy.md, `imle-run --help`)
 EXIT_CLEAN = 0           # every episode ran; the device reported nothing
 EXIT_USAGE = 2           # a mistake in the command line, the package, the robot config or the connection
-EXIT_FAULTS = 3          # the run completed, but the device reported faults/refusals, States were bad or the link dropped
-EXIT_STOPPED = 4         # the run stopped early: device e-stop, device fault (stop policy), bad States, link lost, error
+EXIT_FAULTS = 3          # completed, but the device reported faults/refusals, States were bad or the link dropped
+EXIT_STOPPED = 4         # stopped early: device e-stop, device fault (stop policy), bad States, link lost, error
 EXIT_ESTOP_UNCONFIRMED = 5  # an e-stop was needed and the device did not confirm it
 EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM, e-stop confirmed
 
@@ -257,14 +257,16 @@ def summary_table(summary: dict[str, Any]) -> str:
     eps = summary["episodes"]
     if eps:
         signal = summary.get("success_signal")
-        lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'progress':>9}{'success':>9}{'held':>6}{'dropped':>9}  note")
+        lines.append(f"{'episode':>8}{'seed':>8}{'steps':>7}{'progress':>9}{'success':>9}{'held':>6}"
+                     f"{'dropped':>9}  note")
         for e in eps:
             lines.append(f"{e['index']:>8}{e['seed']:>8}{e['steps']:>7}{_fmt(e['max_progress']):>9}"
                          f"{('yes' if e['success'] else 'no'):>9}{e['held_ticks']:>6}{e['dropped_actions']:>9}"
                          f"  {e['aborted']}")
         if signal:
             lines.append(f"success rate {_fmt(summary['success_rate'], 2)} ({signal} >= "
-                         f"{_g(summary.get('success_threshold'))}), mean max {signal} {_fmt(summary['mean_max_progress'])}")
+                         f"{_g(summary.get('success_threshold'))}), "
+                         f"mean max {signal} {_fmt(summary['mean_max_progress'])}")
         else:
             lines.append("no success signal (the task declares none): episodes ran to their step limit")
     if summary.get("stop_reason"):

@@ -113,7 +113,8 @@ def check_graph_static(pkg: Package, entry) -> str:
     except PackageError as exc:
         raise VerifyError(str(exc)) from None
     label = f"{quant} quantised operators" if entry.precision == "int8" else "no quantised operators"
-    return f"{name}: {entry.precision} {entry.role}, {sum(s.ops.values())} nodes of {len(s.ops)} supported operator types, {label}, inputs and outputs as the manifest"
+    return (f"{name}: {entry.precision} {entry.role}, {sum(s.ops.values())} nodes of {len(s.ops)} supported "
+            f"operator types, {label}, inputs and outputs as the manifest")
 
 
 def verify_package(path: str | Path, keys_dir: str | Path | None = None, allow_unsigned: bool | None = None,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from runtime.golden import add_golden
-from runtime.package import ActionSpec, ControlSpec, FileEntry, Horizons, Manifest, MinMaxStats, Normalization, ObsSpec, sha256_file
+from runtime.package import (ActionSpec, ControlSpec, FileEntry, Horizons, Manifest, MinMaxStats, Normalization,
+                             ObsSpec, sha256_file)
 from runtime.signing import generate_keypair, sign_package
 
 TO, TP, DS, A = 2, 4, 3, 2

@@ -39,7 +39,8 @@ def test_observation_names_the_robot_does_not_report_are_refused_with_both_lists
     with pytest.raises(LoopError) as e:
         ControlLoop(FakePolicy(0), RenamedRobot(), lockstep())
     msg = str(e.value)
-    assert "\n" not in msg and "the policy observes block_x, block_y, block_angle which the robot does not report" in msg
+    assert "\n" not in msg
+    assert "the policy observes block_x, block_y, block_angle which the robot does not report" in msg
     assert "policy observes: agent_x, agent_y, block_x, block_y, block_angle" in msg
     assert "robot reports: agent_x, agent_y, bx, by, theta, cov" in msg
 

@@ -18,7 +18,8 @@ SHIPPED = REPO / "exported_models" / "pusht-state-imle"
 
 def test_platform_tags_include_older_manylinux_for_the_same_arch():
     tags = platform_tags("manylinux_2_28_aarch64")
-    assert tags[0] == "manylinux_2_28_aarch64" and "manylinux_2_17_aarch64" in tags and tags[-1] == "manylinux2014_aarch64"
+    assert tags[0] == "manylinux_2_28_aarch64" and "manylinux_2_17_aarch64" in tags
+    assert tags[-1] == "manylinux2014_aarch64"
     assert platform_tags("win_amd64") == ["win_amd64"]
 
 

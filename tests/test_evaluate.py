@@ -194,7 +194,8 @@ def test_cli_records_the_package_selection_settings_and_overrides(tiny_package, 
     for extra, want, line in (([], (True, 5), "temporal consistency on, re-drawn every 5 plans"),
                               (["--tc-reset-after", "0"], (True, 0), "temporal consistency on\n")):
         out = tmp_path / f"eval{len(extra)}"
-        assert main([str(tiny_package), "--episodes", "1", "--max-steps", "4", "--out", str(out), "--quiet", *extra]) == 0
+        argv = [str(tiny_package), "--episodes", "1", "--max-steps", "4", "--out", str(out), "--quiet", *extra]
+        assert main(argv) == 0
         s = json.loads((out / "summary.json").read_text())
         assert (s["temporal_consistency"], s["options"]["tc_reset_after"]) == want  # 5: the exporter's default
         assert line in capsys.readouterr().out

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from flash_fixtures import make_key
-from runtime.package import SamplerSpec
 from runtime.signing import ENV_ALLOW_UNSIGNED, ENV_TRUSTED_KEYS
 from runtime.verify import verify_package
 from test_export import FAST, buffer_path, tiny_state  # noqa: F401  (buffer_path is a fixture)

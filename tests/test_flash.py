@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import socket
@@ -235,7 +234,8 @@ def sshd(tmp_path):
     os.makedirs("/run/sshd", exist_ok=True) if os.geteuid() == 0 else None
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    ssh = f"ssh -p {port} -i {d / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    ssh = (f"ssh -p {port} -i {d / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+           "-o LogLevel=ERROR")
     user = os.environ.get("USER") or __import__("getpass").getuser()
     for _ in range(50):  # wait for the port (not a timed assertion: startup only)
         if proc.poll() is not None:

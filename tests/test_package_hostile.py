@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime import PackageError, Policy, load_package
 from runtime import package as P
 from runtime.package import FileEntry, external_data_files, sha256_file
-from test_runtime_policy import A, DS, OBS, TA, TO, TP, baseline_package, imle_package, manifest_for, write_package
+from test_runtime_policy import A, DS, OBS, TO, TP, baseline_package, imle_package, manifest_for, write_package
 
 SHIPPED = Path(__file__).resolve().parents[1] / "exported_models" / "pusht-state-imle"
 
@@ -107,7 +107,8 @@ BOUNDS = [
     ("obs.state_dim", 10**9, r"'obs\.state_dim' is 1000000000"),
     ("obs.state_names", ["a", "b"], r"'obs\.state_names' has 2 names for state_dim 3"),
     ("obs.state_names", ["a", "", "c"], r"'obs\.state_names\[1\]' must have 1\.\.256 characters"),
-    ("obs.image_shape", [3, 0, 96], r"'obs\.image_shape' must be \[3, H, W\] with H and W in 1\.\.4096, got \[3, 0, 96\]"),
+    ("obs.image_shape", [3, 0, 96],
+     r"'obs\.image_shape' must be \[3, H, W\] with H and W in 1\.\.4096, got \[3, 0, 96\]"),
     ("obs.image_shape", [3, 10**6, 96], r"'obs\.image_shape'.*got \[3, 1000000, 96\]"),
     ("action.dim", 0, r"'action\.dim' is 0; must be in 1\.\.1024"),
     ("action.dim", 10**6, r"'action\.dim' is 1000000"),
@@ -116,7 +117,8 @@ BOUNDS = [
     ("action.high", [100.0], r"'action\.high' has 1 entries for action\.dim 2"),
     ("action.low", [0.0, 1e9], r"'action\.low\[1\]' \(1000000000\.0\) must be below action\.high\[1\] \(10\.0\)"),
     ("normalization.state.min", [0.0, float("nan"), 0.0], r"'normalization\.state\.min\[1\]' is nan; must be finite"),
-    ("normalization.action.max", [100.0, -20.0], r"'normalization\.action\.min\[1\]' \(-10\.0\) is above max\[1\] \(-20\.0\)"),
+    ("normalization.action.max", [100.0, -20.0],
+     r"'normalization\.action\.min\[1\]' \(-10\.0\) is above max\[1\] \(-20\.0\)"),
     ("normalization.action.max", [100.0], r"'normalization\.action' must have 2 min and max values"),
 ]
 
@@ -131,7 +133,8 @@ def test_manifest_bounds(tmp_path, field, value, pattern):
 
 
 def test_plan_size_is_bounded_across_candidates_horizon_and_dim(tmp_path):
-    pkg = edit(imle_package(tmp_path / "p"), lambda m: (set_path(m, "horizons.pred", 1024), set_path(m, "action.dim", 1024),
+    pkg = edit(imle_package(tmp_path / "p"), lambda m: (set_path(m, "horizons.pred", 1024),
+                                                        set_path(m, "action.dim", 1024),
                                                         set_path(m, "control.candidates", 8)))
     refused(lambda: manifest_from(pkg), r"'control\.candidates' is 8: 8 x pred 1024 x action\.dim 1024 = 8388608 "
                                         r"values per plan, above 4194304")

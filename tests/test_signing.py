@@ -157,7 +157,8 @@ def test_sign_refuses_a_package_whose_files_do_not_match(tmp_path, capsys):
 def test_shipped_package_is_signed_by_the_shipped_project_key(monkeypatch, tmp_path):
     keys = shipped_keys()
     assert len(keys) == 1
-    st = check_package_signature(SHIPPED, read_manifest_bytes(SHIPPED), trust_policy(SHIPPED.parents[1] / "runtime" / "keys"))
+    st = check_package_signature(SHIPPED, read_manifest_bytes(SHIPPED),
+                                 trust_policy(SHIPPED.parents[1] / "runtime" / "keys"))
     assert st.trusted and st.key_id == keys[0].key_id
 
 
@@ -172,6 +173,7 @@ def test_no_private_key_is_committed():
 def test_sign_cli_runs_as_a_console_script(tmp_path):
     key, _ = make_key(tmp_path)
     pkg = make_package(tmp_path / "pkg")
-    p = subprocess.run([sys.executable, "-c", "import sys; from runtime.keys_cli import sign_main; sys.exit(sign_main())",
-                        str(pkg), "--key", str(key)], capture_output=True, text=True, cwd=REPO)
+    code = "import sys; from runtime.keys_cli import sign_main; sys.exit(sign_main())"
+    p = subprocess.run([sys.executable, "-c", code, str(pkg), "--key", str(key)],
+                       capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0 and "signed" in p.stdout and (pkg / SIGNATURE).is_file()

@@ -28,7 +28,8 @@ def _write_run(root: Path, name: str, rewards: dict[str, np.ndarray]) -> None:
     d.mkdir(parents=True)
     (d / "train.json").write_text(json.dumps({"steps": 10, "wall_s": 1.0, "device": "cpu"}))
     for prec, r in rewards.items():
-        per = [{"episode": i, "seed": 100 + i, "max_reward": float(v), "success": bool(v > 0.99)} for i, v in enumerate(r)]
+        per = [{"episode": i, "seed": 100 + i, "max_reward": float(v), "success": bool(v > 0.99)}
+               for i, v in enumerate(r)]
         summary = {"score": {"value": float(r.mean()), "low": 0.0, "high": 1.0},
                    "success": {"value": float(np.mean(r > 0.99)), "low": 0.0, "high": 1.0}, "plan_latency_ms": 1.0}
         (d / f"eval_{prec}.json").write_text(json.dumps({"episodes": len(r), "seed": 100, "package_steps": 10,

@@ -16,7 +16,7 @@ import torch
 
 from conftest import make_tiny_buffer
 from trainer.cli import train_main
-from trainer.data import DataConfig, DatasetError, MinMax, load_dataset, load_replay_buffer, write_replay_buffer
+from trainer.data import DatasetError, MinMax, load_dataset, load_replay_buffer, write_replay_buffer
 from trainer.export.cli import main as export_main
 from trainer.export.synthetic import checkpoint_state
 from trainer.models import NetworkSpec, UNetConfig, build_network
@@ -151,7 +151,8 @@ def test_non_finite_loss_stops_training(tiny_buffer, tmp_path, monkeypatch, afte
     monkeypatch.setattr(loop, "build_objective", lambda cfg: NanAfter(inner_build(cfg), after))
     path, _, _ = tiny_buffer
     cfg = task_preset("pusht-state")
-    cfg.data.path, cfg.out_dir, cfg.steps, cfg.batch_size, cfg.net_preset = str(path), str(tmp_path / "r"), steps, 8, "tiny"
+    cfg.data.path, cfg.out_dir, cfg.steps = str(path), str(tmp_path / "r"), steps
+    cfg.batch_size, cfg.net_preset = 8, "tiny"
     cfg.rs_imle.n_samples, cfg.device, cfg.warmup_steps, cfg.checkpoint_every = 4, "cpu", 1, 3
     with pytest.raises(TrainingDiverged, match=pattern):
         train(cfg, progress=False)
@@ -219,7 +220,8 @@ def test_resume_refuses_a_code_running_last_pt(tiny_buffer, tmp_path, capsys):
 
 
 def test_plain_checkpoints_load_including_numpy_scalars(tmp_path):
-    state = {**tiny_checkpoint(), "best_score": np.float64(0.75), "numpy_rng": np.random.default_rng(0).bit_generator.state}
+    state = {**tiny_checkpoint(), "best_score": np.float64(0.75),
+             "numpy_rng": np.random.default_rng(0).bit_generator.state}
     torch.save(state, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")
     assert float(loaded["best_score"]) == 0.75 and loaded["numpy_rng"]["bit_generator"] == "PCG64"
@@ -256,7 +258,8 @@ def _mutated(tmp_path: Path, fn) -> Path:
 @pytest.mark.parametrize("fn, pattern", [
     (lambda s: s.pop("state_stats"), r"checkpoint field 'state_stats' is NoneType, expected dict"),
     (lambda s: s.update(spec=[1, 2]), r"is not an imle-policy checkpoint|checkpoint field 'spec' is list"),
-    (lambda s: s["model"].update({next(iter(s["model"])): 3.0}), r"checkpoint field 'model' entry '.*' is not a tensor"),
+    (lambda s: s["model"].update({next(iter(s["model"])): 3.0}),
+     r"checkpoint field 'model' entry '.*' is not a tensor"),
     (lambda s: s["model"][next(k for k in s["model"] if "weight" in k)].fill_(float("nan")),
      r"checkpoint field 'model' tensor '.*weight' holds NaN or inf"),
 ])
@@ -269,11 +272,13 @@ def test_mismatched_checkpoint_fields_are_refused_at_load(tmp_path, fn, pattern)
 @pytest.mark.parametrize("fn, pattern", [
     (lambda s: s["spec"]["unet"].update(down_dims=[10**6, 10**6]),
      r"'spec\.unet\.down_dims\[0\]' is 1000000; must be an integer in 1\.\.8192"),
-    (lambda s: s["spec"].update(action_dim=3), r"'action_stats\.min' must hold 3 finite numbers \(spec\), got \[0\.0, 0\.0\]"),
+    (lambda s: s["spec"].update(action_dim=3),
+     r"'action_stats\.min' must hold 3 finite numbers \(spec\), got \[0\.0, 0\.0\]"),
     (lambda s: s["spec"]["unet"].update(down_dims=[16, 64]),
      r"does not describe a network this code can build \(RuntimeError: Error\(s\) in loading state_dict"),
     (lambda s: s["spec"].pop("state_dim"), r"does not describe a network this code can build \(TypeError: "),
-    (lambda s: s["state_stats"].update(min=[0.0]), r"'state_stats\.min' must hold 5 finite numbers \(spec\), got \[0\.0\]"),
+    (lambda s: s["state_stats"].update(min=[0.0]),
+     r"'state_stats\.min' must hold 5 finite numbers \(spec\), got \[0\.0\]"),
     (lambda s: s["action_stats"].update(max=[1.0, float("inf")]), r"'action_stats\.max' must hold 2 finite numbers"),
 ])
 def test_checkpoint_that_does_not_fit_its_network(tmp_path, capsys, fn, pattern):

@@ -233,8 +233,7 @@ def test_device_core_refuses_hostile_frames_with_valid_crc(seed: int) -> None:
 
 def _hostile_device_frame(rng: random.Random, host_seqs: list[int]) -> bytes:
     """A frame with a valid CRC and hostile content for the host: shapes, values, seqs, types."""
-    from firmware_bridge.protocol import (Ack, AckResult, Capabilities, Fault, MsgType, State, encode_frame,
-                                          encode_raw_frame)
+    from firmware_bridge.protocol import Ack, Capabilities, Fault, MsgType, State, encode_frame, encode_raw_frame
     roll = rng.random()
     seq = rng.randrange(65536)
     if roll < 0.3:  # States of any shape and value, acking any seq (stale, future, replayed)

@@ -12,7 +12,7 @@ import pytest
 
 from firmware_bridge.protocol import (CRC16_V1, CRC32, Ack, AckResult, Capabilities, EStop, Fault, FaultCode,
                                       FrameDecoder, Goodbye, Hello, JointCommand, MsgType, State, StatusFlags,
-                                      encode_frame, encode_raw_frame)
+                                      encode_frame)
 from firmware_bridge.robot import HandshakeError, LinkError, LinkStats, Robot
 from firmware_bridge.serial_link import SerialLink, SessionState, _seq_reached, validate_capabilities
 

@@ -32,7 +32,8 @@ ENV_ID = "gym_pusht/PushT-v0"
 FIRST_ACTIONS = 16
 
 
-def reference_rollouts(package: str | Path, seed: int, episodes: int, precision: str) -> tuple[list[float], list[list[float]]]:
+def reference_rollouts(package: str | Path, seed: int, episodes: int,
+                       precision: str) -> tuple[list[float], list[list[float]]]:
     """Per-episode max reward of episodes seed..seed+episodes-1, and episode 0's first actions."""
     from runtime.policy import Policy
     from trainer.evaluate.env import make_env
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = report.to_dict()
     ev = record(args.package, summary, args.reference_episodes)
     print(f"recorded: score {ev.score:.3f} [{ev.score_ci[0]:.3f}, {ev.score_ci[1]:.3f}], success {ev.success_rate:.2f} "
-          f"over {ev.episodes} episodes ({ev.precision}); reference max rewards {np.round(ev.reference_max_rewards, 3).tolist()}")
+          f"over {ev.episodes} episodes ({ev.precision}); "
+          f"reference max rewards {np.round(ev.reference_max_rewards, 3).tolist()}")
     return 0
 
 

@@ -18,7 +18,8 @@ def _tc(report: EvalReport) -> str:
 def table(report: EvalReport, per_episode: bool = True) -> str:
     lines = []
     if per_episode:
-        lines.append(f"{'ep':>4} {'seed':>8} {'max reward':>10} {'max cover':>9} {'success':>7} {'steps':>5} {'plan ms':>8}")
+        lines.append(f"{'ep':>4} {'seed':>8} {'max reward':>10} {'max cover':>9} {'success':>7} {'steps':>5} "
+                     f"{'plan ms':>8}")
         for r in report.results:
             lines.append(f"{r.episode:>4} {r.seed:>8} {r.max_reward:>10.3f} {r.max_coverage:>9.3f} "
                          f"{'yes' if r.success else 'no':>7} {r.steps:>5} {r.plan_latency_ms:>8.2f}")
@@ -28,8 +29,10 @@ def table(report: EvalReport, per_episode: bool = True) -> str:
         f"package {report.package}: {report.method}, {report.precision}, {report.candidates} candidate(s), "
         f"temporal consistency {_tc(report)}",
         f"{'metric':<34} {'value':>7}   95% CI",
-        f"{'score (average max coverage/0.95)':<34} {s.score.value:>7.3f}   [{s.score.low:.3f}, {s.score.high:.3f}] (bootstrap)",
-        f"{'success rate (coverage > 0.95)':<34} {s.success.value:>7.3f}   [{s.success.low:.3f}, {s.success.high:.3f}] (Wilson)",
+        f"{'score (average max coverage/0.95)':<34} {s.score.value:>7.3f}   "
+        f"[{s.score.low:.3f}, {s.score.high:.3f}] (bootstrap)",
+        f"{'success rate (coverage > 0.95)':<34} {s.success.value:>7.3f}   "
+        f"[{s.success.low:.3f}, {s.success.high:.3f}] (Wilson)",
         f"{s.episodes} episodes, seeds {report.options.seed}..{report.options.seed + s.episodes - 1}, "
         f"mean length {s.mean_steps:.0f} steps, plan latency {s.plan_latency_ms:.1f} ms, wall {report.wall_s:.0f} s",
     ]

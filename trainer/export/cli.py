@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  fp32 vs torch: max {p.fp32_vs_torch.max_abs:.3g}, mean {p.fp32_vs_torch.mean_abs:.3g} raw units "
           f"({p.fp32_vs_torch.max_frac_of_range:.2e} of range)")
     if p.fp32_step_vs_torch is not None:
-        print(f"  one network step, fp32 vs torch: {p.fp32_step_vs_torch.max_frac_of_range:.2e} of range (the checked limit)")
+        print(f"  one network step, fp32 vs torch: {p.fp32_step_vs_torch.max_frac_of_range:.2e} of range "
+              "(the checked limit)")
     if p.int8_vs_fp32 is not None:
         print(f"  int8 vs fp32:  max {p.int8_vs_fp32.max_abs:.3g}, mean {p.int8_vs_fp32.mean_abs:.3g} raw units "
               f"({p.int8_vs_fp32.mean_frac_of_range:.2%} of range mean, {p.int8_vs_fp32.p99_frac_of_range:.2%} p99, "

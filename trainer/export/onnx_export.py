@@ -77,7 +77,8 @@ def check_counts(path: Path, feeds_at: Callable[[int], dict[str, np.ndarray]],
             got = sess.run([out_name], feeds)[0]
         except Exception as exc:  # onnxruntime raises its own exception types
             msg = str(exc).splitlines()[0][:200]
-            raise ExportError(f"{path.name} fails with {n} candidates ({msg}): the candidate count is not dynamic") from None
+            raise ExportError(f"{path.name} fails with {n} candidates ({msg}): "
+                              "the candidate count is not dynamic") from None
         want = next(v.shape for k, v in feeds.items() if k in ("z", "sample"))
         if got.shape != want:
             raise ExportError(f"{path.name} returned shape {got.shape} for candidates of shape {want}")

@@ -52,7 +52,8 @@ class CondResBlock1d(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, cond_dim: int, kernel: int, groups: int, predict_scale: bool):
         super().__init__()
-        self.blocks = nn.ModuleList([Conv1dBlock(c_in, c_out, kernel, groups), Conv1dBlock(c_out, c_out, kernel, groups)])
+        self.blocks = nn.ModuleList([Conv1dBlock(c_in, c_out, kernel, groups),
+                                     Conv1dBlock(c_out, c_out, kernel, groups)])
         self.c_out = c_out
         self.predict_scale = predict_scale
         self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, c_out * 2 if predict_scale else c_out))
@@ -97,7 +98,8 @@ class ConditionalUnet1D(nn.Module):
                 CondResBlock1d(a, b, full_cond, k, g, ps), CondResBlock1d(b, b, full_cond, k, g, ps),
                 nn.Conv1d(b, b, 3, 2, 1) if not last else nn.Identity()]))
         mid = cfg.down_dims[-1]
-        self.mid = nn.ModuleList([CondResBlock1d(mid, mid, full_cond, k, g, ps), CondResBlock1d(mid, mid, full_cond, k, g, ps)])
+        self.mid = nn.ModuleList([CondResBlock1d(mid, mid, full_cond, k, g, ps),
+                                  CondResBlock1d(mid, mid, full_cond, k, g, ps)])
         self.up = nn.ModuleList()
         for a, b in reversed(pairs[1:]):  # every up level upsamples: it undoes one down-sampling
             self.up.append(nn.ModuleList([

@@ -61,7 +61,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
             raise CheckpointError(f"{p} holds objects other than tensors and plain values ({found.group(1)}); "
-                                  "refused without loading it (checkpoints are loaded with weights_only=True)") from None
+                                  "refused without loading it "
+                                  "(checkpoints are loaded with weights_only=True)") from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
         detail = " ".join(detail.group(1).split())[:120] if detail else "unpickling failed"
         raise CheckpointError(f"{p} is not a readable checkpoint ({detail}; loaded with weights_only=True, "
