@@ -1,0 +1,275 @@
+"""The recording loop: one episode at a time, a source's command every control period, through the
+runtime's safety pieces (the same limits as imle-run: device Capabilities, robot config, task action
+range; a per-command step limit; State checks; device faults and e-stop), into per-episode arrays.
+
+Each tick records the robot's state (every column of the task's observation.state.names, by name),
+the command actually sent (after the safety filter, in the task's action order) and the camera frame.
+An episode ends when the source says it is done, the task's success signal reaches its threshold, or
+after max_steps; anything else (device e-stop or fault, a bad State, link lost, a non-finite command,
+an operator stop) aborts it and its rows are not offered for storing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from firmware_bridge.protocol import Capabilities, State
+from firmware_bridge.robot import Robot, SimulatedRobot, is_simulated
+from runtime.binding import ActionMapper
+from runtime.device_reports import DeviceReports
+from runtime.record.sources import DemoSource, EpisodeStart, Observation, as_action
+from runtime.safety import LinkWatch, SafetyFilter, SafetyLimits, check_period, effective_limits
+from runtime.sensors import FrameSource, StateMapper
+from runtime.state_check import StateCheck
+from runtime.task_spec import TaskSpec
+
+ENDED_OK = ("source", "success", "max_steps")
+
+
+@dataclass
+class RecordConfig:
+    period_s: float
+    max_steps: int = 1000
+    lockstep: bool = False
+    end_on_success: bool = True
+    stale_timeout_s: float = 0.3
+    reset_timeout_s: float = 2.0
+    step_timeout_s: float = 2.0
+    estop_confirm_s: float = 2.0
+    wait_slice_s: float = 0.05
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    seed: int
+    data: dict[str, np.ndarray]    # data/<key> -> [steps, ...] rows
+    steps: int
+    ended: str                     # "source" | "success" | "max_steps" | why it was aborted
+    success: Optional[bool] = None  # None: the task declares no success signal
+    clipped: int = 0               # commands the safety filter changed (position box)
+    rate_limited: int = 0          # ... or limited in step
+    wall_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.ended in ENDED_OK and self.steps > 0
+
+
+class Recorder:
+    """Records episodes from one connected robot for one task."""
+
+    def __init__(self, robot: Robot, caps: Capabilities, task: TaskSpec, config: RecordConfig,
+                 camera: Optional[FrameSource] = None, robot_config: Any = None,
+                 obs_map: Optional[Mapping[str, str]] = None, joint_map: Optional[Mapping[str, str]] = None) -> None:
+        """Raises MappingError / SafetyConfigError / RobotConfigError / ValueError (one line) when the task's
+        names or limits do not fit the robot."""
+        self.robot, self.caps, self.task, self.config = robot, caps, task, config
+        self.period = check_period(config.period_s, "the task's period_s")
+        self.simulated = is_simulated(robot, caps)
+        rc = robot_config
+        obs_map = {**(rc.obs_map if rc is not None else {}), **dict(obs_map or {})}
+        joint_map = {**(rc.joint_map if rc is not None else {}), **dict(joint_map or {})}
+        succ = task.success
+        self.mapper = StateMapper(task.state.names, caps.joint_names, caps.extra_names, obs_map,
+                                  succ.signal if succ is not None else None)
+        self.actions = ActionMapper(task.action.joints, caps.joint_names, joint_map)
+        self.limits: SafetyLimits = effective_limits(
+            caps, self.period, rc, {"low": self.actions.limits_to_robot(task.action.low),
+                                    "high": self.actions.limits_to_robot(task.action.high)})
+        self.safety = SafetyFilter(self.limits)
+        self.state_check = StateCheck.for_device(caps)
+        self.reports = DeviceReports()
+        self.camera = camera
+        if task.images and camera is None:
+            raise ValueError(f"task {task.name} records images ({task.images[0].key}): give a camera (--camera)")
+        if len(task.images) > 1:
+            raise ValueError(f"task {task.name} has {len(task.images)} cameras; imle-record records one")
+        self._stop = False
+        self.estop_confirmed: Optional[bool] = None  # None: no e-stop was needed
+
+    # ------------------------------------------------------------------ control from outside
+    def request_stop(self) -> None:
+        """Safe from a signal handler: the episode in progress is aborted at the next tick (e-stop)."""
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def engage_estop(self) -> bool:
+        """E-stop, retried until the device confirms or estop_confirm_s passed (never claims more)."""
+        self.safety.engage_estop()
+        deadline = time.monotonic() + self.config.estop_confirm_s
+        while True:
+            try:
+                if self.robot.estop(True):
+                    self.estop_confirmed = True
+                    return True
+            except Exception:  # the link may be down: retry until the deadline
+                pass
+            if time.monotonic() >= deadline:
+                self.estop_confirmed = False
+                return False
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ one episode
+    def record_episode(self, source: DemoSource, index: int, seed: int) -> EpisodeResult:
+        """Record one demonstration. SourceError from the source propagates (the robot holds first)."""
+        t_ep = time.monotonic()
+        res = EpisodeResult(index, seed, {}, 0, "")
+        rows: dict[str, list[np.ndarray]] = {self.task.state.key: [], self.task.action.key: []}
+        if self.task.images:
+            rows[self.task.images[0].key] = []
+        self.safety.reset()
+        counts0 = (self.safety.counts.clipped, self.safety.counts.rate_limited)
+        state = self._start_state(seed)
+        watch = LinkWatch(self.config.stale_timeout_s)
+        step = 0
+        began = False
+        t0 = time.monotonic() + self.period
+        try:
+            while True:
+                if self._stop:
+                    res.ended = "stopped by the operator"
+                    break
+                if not self.config.lockstep:
+                    self._wait_until(t0 + step * self.period)
+                    if self._stop:
+                        res.ended = "stopped by the operator"
+                        break
+                    state = self.robot.latest_state()
+                    if not watch.check(self.robot.healthy, state):
+                        res.ended = "link lost (no fresh State)"
+                        break
+                problem = self._device_problem(state)
+                if problem:
+                    res.ended = problem
+                    break
+                obs = self._observe(state, step)
+                if not began:
+                    source.begin(EpisodeStart(index, seed, self.task, obs))
+                    began = True
+                value = self.mapper.progress(state.positions, state.extras)
+                if value is not None and self.task.success is not None:
+                    res.success = bool(value >= self.task.success.threshold)
+                    if res.success and self.config.end_on_success:
+                        res.ended = "success"
+                        break
+                if step >= self.config.max_steps:
+                    res.ended = "max_steps"
+                    break
+                raw = source.act(obs)
+                if raw is None:
+                    res.ended = "source"
+                    break
+                action = as_action(raw, len(self.task.action.names), step)
+                if not np.all(np.isfinite(action)):
+                    res.ended = f"the source returned a non-finite action at step {step}"
+                    break
+                fr = self.safety.filter(self.actions.to_robot(action), state.positions)
+                if fr.command is None:
+                    res.ended = f"no command could be sent ({fr.reason})"
+                    break
+                rows[self.task.state.key].append(obs.state)
+                rows[self.task.action.key].append(self.actions.to_task(fr.command).astype(np.float32))
+                if self.task.images:
+                    rows[self.task.images[0].key].append(obs.image)
+                step += 1
+                if self.config.lockstep:
+                    state = self._step(fr.command)
+                    if state is None:
+                        res.ended = "link lost (no State for a command)"
+                        break
+                elif self.robot.send_command(fr.command) is None:
+                    res.ended = "the command could not be sent"
+                    break
+        finally:
+            if res.ended not in ENDED_OK and not self.safety.estopped:
+                self._hold(state)
+        res.steps = step
+        res.clipped = self.safety.counts.clipped - counts0[0]
+        res.rate_limited = self.safety.counts.rate_limited - counts0[1]
+        res.data = {k: np.stack(v) if v else np.zeros((0,), np.float32) for k, v in rows.items()}
+        res.wall_s = time.monotonic() - t_ep
+        return res
+
+    # ------------------------------------------------------------------ pieces
+    def _start_state(self, seed: int) -> Optional[State]:
+        if self.simulated and isinstance(self.robot, SimulatedRobot):
+            return self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
+        st = self.robot.latest_state()
+        if st is None:
+            try:
+                st = self.robot.wait_state(timeout=self.config.reset_timeout_s)
+            except Exception:
+                st = None
+        return st  # hardware: the episode starts where the robot is
+
+    def _step(self, command: np.ndarray) -> Optional[State]:
+        try:
+            if self.simulated and isinstance(self.robot, SimulatedRobot):
+                return self.robot.step(command, timeout=self.config.step_timeout_s)
+            seq = self.robot.send_command(command)
+            if seq is None:
+                return None
+            return self.robot.wait_state(after_seq=seq, timeout=self.config.step_timeout_s)
+        except Exception:
+            return None
+
+    def _device_problem(self, state: Optional[State]) -> str:
+        """Why this State cannot be recorded ('' when it can): a device e-stop or fault, a bad State."""
+        v1 = self.reports.on_faults(self.reports.drain(self.robot), self.safety.estopped)
+        v2 = self.reports.on_state(state, self.safety.estopped, True)
+        for v in (v1, v2):
+            if v is not None:
+                return f"device {v.kind}: {v.text}"
+        bad = self.state_check.problem(state)
+        if bad is not None:
+            return f"bad State: {bad[1]}"
+        return ""
+
+    def _observe(self, state: State, step: int) -> Observation:
+        values = self.mapper(state.positions, state.extras).astype(np.float32)
+        image = None
+        if self.camera is not None and self.task.images:
+            im = self.task.images[0]
+            frame = self.camera.latest()
+            image = np.asarray(frame, np.uint8)
+            if image.shape != tuple(im.shape):
+                raise ValueError(f"the camera gives frames of {list(image.shape)}; task observation.images[0].shape "
+                                 f"is {list(im.shape)}")
+        return Observation(step, step * self.period, self.task.state.names, values, image)
+
+    def _hold(self, state: Optional[State]) -> None:
+        """After an aborted episode: keep the robot where it is (one hold command)."""
+        try:
+            fr = self.safety.hold(None if state is None else state.positions)
+            if fr.command is not None:
+                if self.config.lockstep:
+                    self._step(fr.command)
+                else:
+                    self.robot.send_command(fr.command)
+        except Exception:
+            pass
+
+    def _wait_until(self, deadline: float) -> None:
+        while not self._stop:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, self.config.wait_slice_s))
+
+
+def limits_summary(limits: SafetyLimits) -> str:
+    """One line per joint: the box and step the recording enforces."""
+    out = []
+    for i, name in enumerate(limits.names):
+        out.append(f"{name} [{limits.lower[i]:g}, {limits.upper[i]:g}] step {limits.max_step[i]:g}")
+    return "; ".join(out)
+
+
+__all__ = ["ENDED_OK", "EpisodeResult", "RecordConfig", "Recorder", "limits_summary"]
