@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import typing
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, flag, tp, meta in [*hyper_flags(), *_rs_imle_flags()]:
         p.add_argument(flag, dest=name, type=tp, default=None, choices=meta.get("choices"),
                        metavar=meta.get("metavar") or flag[2:].upper().replace("-", "_"), help=meta["help"])
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train on N processes of this machine (DDP through torchrun: one per GPU with --device "
+                        "cuda, gloo on CPU); --batch-size is the global batch, split across them")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return p
@@ -79,6 +83,17 @@ def config_from_args(args: argparse.Namespace):
 def train_main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    rank = os.environ.get("RANK", "0") or "0"
+    who = "" if rank == "0" else f" (rank {rank})"  # every rank reports its own failure
+    if args.nproc is not None:
+        from trainer.train.launch import check_nproc, launch
+        try:
+            check_nproc(args.nproc)
+        except ValueError as exc:
+            print(f"imle-train: error: {exc}", file=sys.stderr)
+            return 2
+        if args.nproc > 1:
+            return launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
     from trainer.train.loop import TrainingDiverged, train  # imports torch: after --help
 
     try:
@@ -91,14 +106,16 @@ def train_main(argv: list[str] | None = None) -> int:
         result = train(cfg, eval_fn=eval_fn, resume=not args.no_resume, progress=not args.no_progress,
                        command=command)
     except TrainingDiverged as exc:
-        print(f"imle-train: error: {exc}", file=sys.stderr)
+        print(f"imle-train: error{who}: {exc}", file=sys.stderr)
         return 3
     except (DatasetError, CheckpointError, ValueError) as exc:
-        print(f"imle-train: error: {exc}", file=sys.stderr)
+        print(f"imle-train: error{who}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imle-train: interrupted; resume with the same command", file=sys.stderr)
         return 130
+    if rank != "0":  # rank 0 reports the run
+        return 0
     print(f"trained {result.steps} steps in {result.wall_s:.0f} s, final loss {result.final_loss:.4f}")
     best = f" (best: {result.best_checkpoint})" if result.best_checkpoint else ""
     print(f"checkpoint: {result.last_checkpoint}{best}")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.samplers import N_TRAIN_STEPS, ddpm_schedule
+from trainer.objectives import noise as draw
 
 
 @dataclass
@@ -40,8 +41,8 @@ class DiffusionObjective:
 
     def loss(self, net, cond: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b = target.shape[0]
-        t = torch.randint(0, self.cfg.n_train_steps, (b,), device=target.device)
-        noise = torch.randn_like(target)
+        t = draw.randint(self.cfg.n_train_steps, (b,), device=target.device)
+        noise = draw.randn(tuple(target.shape), device=target.device)
         pred = net(self.noisy(target, t, noise), cond, t.float())
-        loss = F.mse_loss(pred, noise)
-        return loss, {"mse": float(loss.detach())}
+        loss = F.mse_loss(pred.float(), noise)
+        return loss, {"mse": loss.detach()}  # a tensor: the loop reads it when it logs (no sync per step)

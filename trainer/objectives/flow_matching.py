@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from trainer.objectives import noise as draw
+
 
 @dataclass
 class FlowConfig:
@@ -27,10 +29,10 @@ class FlowMatchingObjective:
 
     def loss(self, net, cond: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         b = target.shape[0]
-        t = torch.rand(b, device=target.device)
-        x0 = torch.randn_like(target)
+        t = draw.rand((b,), device=target.device)
+        x0 = draw.randn(tuple(target.shape), device=target.device)
         tt = t.reshape(-1, 1, 1)
         x_t = (1.0 - tt) * x0 + tt * target
         pred = net(x_t, cond, t)
-        loss = F.mse_loss(pred, target - x0)
-        return loss, {"mse": float(loss.detach())}
+        loss = F.mse_loss(pred.float(), target - x0)
+        return loss, {"mse": loss.detach()}  # a tensor: the loop reads it when it logs (no sync per step)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer.models.policy_net import PolicyNetwork
+from trainer.objectives import noise
 
 
 @dataclass
@@ -49,15 +50,15 @@ def rs_imle_loss(target: torch.Tensor, samples: torch.Tensor, epsilon: float) ->
     were rejected), the fraction of datapoints kept, and distance statistics.
     """
     b, m = samples.shape[:2]
-    dist = torch.linalg.vector_norm(samples.reshape(b, m, -1) - target.reshape(b, 1, -1), dim=-1)  # [B, m]
+    # float32 whatever the network ran in (bfloat16 autocast): near-ties pick the same sample
+    dist = torch.linalg.vector_norm(samples.reshape(b, m, -1).float() - target.reshape(b, 1, -1).float(), dim=-1)
     kept = dist > epsilon
     masked = torch.where(kept, dist, torch.full_like(dist, float("inf")))
     nearest, index = masked.min(dim=1)
     valid = kept.any(dim=1)
-    if valid.any():
-        loss = nearest[valid].mean()
-    else:
-        loss = dist.sum() * 0.0  # exactly zero, still attached to the graph
+    # mean over valid datapoints without a branch (no host sync); all rejected: exactly zero, still attached
+    weight = valid.to(dist.dtype)
+    loss = (torch.where(valid, nearest, torch.zeros_like(nearest)) * weight).sum() / weight.sum().clamp(min=1.0)
     info = {
         "selected": torch.where(valid, index, torch.full_like(index, -1)),
         "kept_fraction": valid.float().mean().detach(),
@@ -74,7 +75,7 @@ def select_latents(net: PolicyNetwork, cond: torch.Tensor, target: torch.Tensor,
     Returns (z_selected [B, Tp, A], valid [B] bool, info).
     """
     b, tp, a = target.shape
-    z = torch.randn(b, cfg.n_samples, tp, a, device=target.device, generator=generator)
+    z = noise.randn((b, cfg.n_samples, tp, a), device=target.device, generator=generator)
     with torch.no_grad():
         samples = net(z.reshape(b * cfg.n_samples, tp, a), cond.detach().repeat_interleave(cfg.n_samples, dim=0))
         _, info = rs_imle_loss(target, samples.reshape(b, cfg.n_samples, tp, a), cfg.epsilon)
@@ -88,15 +89,17 @@ def rs_imle_objective(net: PolicyNetwork, cond: torch.Tensor, target: torch.Tens
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """Training loss for one batch: condition [B, C] from the encoder, target chunk [B, Tp, A] normalised."""
     z_sel, valid, info = select_latents(net, cond, target, cfg, generator)
-    if not valid.any():
-        return (net(z_sel[:1], cond[:1]) * 0.0).sum(), _scalars(info)
-    pred = net(z_sel[valid], cond[valid])
-    dist = torch.linalg.vector_norm((pred - target[valid]).flatten(1), dim=-1)
-    return dist.mean(), _scalars(info)
+    # a masked mean, not a branch on valid.any(): no host synchronisation per step, one graph for
+    # torch.compile; the gradient is the same (rejected datapoints weigh 0; all rejected: loss exactly 0)
+    pred = net(z_sel, cond)
+    dist = torch.linalg.vector_norm((pred.float() - target.float()).flatten(1), dim=-1)
+    weight = valid.to(dist.dtype)
+    return (dist * weight).sum() / weight.sum().clamp(min=1.0), _scalars(info)
 
 
 def _scalars(info: dict) -> dict:
-    return {k: float(v) for k, v in info.items() if k != "selected"}
+    """Diagnostics as detached 0-d tensors: the training loop reads them only when it logs."""
+    return {k: v.detach() for k, v in info.items() if k != "selected"}
 
 
 class RSIMLEObjective:

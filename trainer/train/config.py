@@ -21,6 +21,8 @@ from trainer.objectives.rs_imle import RSIMLEConfig
 from trainer.tasks import builtin_names, resolve_task
 
 STATE_ENCODERS = ("identity", "mlp")
+SPEED_CHOICES = ("auto", "on", "off")
+SPEED_FIELDS = ("amp", "compile", "fused_adam", "data_on_device")  # resumable with other values
 IMAGE_BATCH_SIZE = 64  # default batch for image tasks (Diffusion Policy's image setting); 128 otherwise
 
 
@@ -57,9 +59,21 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_flag("random seed"))
     device: str = field(default="auto", metadata=_flag("auto (default), cpu or cuda"))
     threads: int = field(default=0, metadata=_flag("torch CPU threads (default: all cores)"))
+    # speed flags (trainer/train/speed.py): they change how fast a step runs, never what it computes;
+    # a run may resume with other values. auto = the measured best for the device (docs/benchmarks.md)
+    amp: str = field(default="auto", metadata=_flag(
+        "bfloat16 autocast of the network (RS-IMLE's distances and selection stay float32): auto (on for "
+        "CUDA with bfloat16, off on CPU), on, off", choices=SPEED_CHOICES))
+    compile: str = field(default="auto", metadata=_flag(
+        "torch.compile the U-Net and image encoder: auto (off), on, off", choices=SPEED_CHOICES))
+    fused_adam: str = field(default="auto", metadata=_flag(
+        "AdamW's fused kernel: auto (on for CUDA), on, off", choices=SPEED_CHOICES))
+    data_on_device: str = field(default="auto", metadata=_flag(
+        "hold the training windows on the device: auto (on for CUDA state tasks), on, off", choices=SPEED_CHOICES))
     out_dir: str = field(default="runs/pusht-state", metadata=_flag("run directory (default runs/<task>)", flag="out"))
     checkpoint_every: int = field(default=500, metadata=_flag("steps between checkpoints"))
-    log_every: int = 10
+    log_every: int = field(default=10, metadata=_flag(
+        "steps between metrics records (default 10); the loss is read from the device only then"))
     eval_every: int = field(default=0, metadata=_flag(
         "evaluate the EMA weights in gym-pusht every N steps and keep best.pt (0 = off)"))
     eval_episodes: int = field(default=5, metadata=_flag("episodes per evaluation"))
@@ -74,6 +88,8 @@ class TrainConfig:
         # "custom": a network built outside imle-train (trainer.export.synthetic); its checkpoint's spec holds the U-Net
         need(self.net_preset in (*PRESETS, "custom"), "net_preset", f"one of {', '.join(PRESETS)}")
         need(self.state_encoder in STATE_ENCODERS, "state_encoder", f"one of {', '.join(STATE_ENCODERS)}")
+        for name in SPEED_FIELDS:
+            need(getattr(self, name) in SPEED_CHOICES, name, f"one of {', '.join(SPEED_CHOICES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "eval_episodes"):
             need(_is_int(getattr(self, name)) and getattr(self, name) > 0, name, "a positive integer")
         for name in ("warmup_steps", "seed", "threads", "eval_every"):
