@@ -247,3 +247,87 @@ def test_recording_needs_no_zarr_torch_or_trainer(tmp_path, task_file):
                        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert load_replay_buffer(out).episode_ends.tolist() == [20]
+
+
+class FakeArm:
+    """A lock-step simulated 2-joint robot in-process: the target is reached in one step."""
+
+    def __init__(self):
+        from firmware_bridge.protocol import Capabilities, CapabilityFlags
+        self.caps = Capabilities("fake", ("j1", "j2"), np.array([-1, -1], np.float32), np.array([1, 1], np.float32),
+                                 np.array([0, 0], np.float32),
+                                 flags=CapabilityFlags.SIMULATED | CapabilityFlags.LOCKSTEP)
+        self.pos = np.zeros(2, np.float32)
+        self.healthy, self.stats, self.estops = True, None, 0
+
+    def _state(self):
+        from firmware_bridge.protocol import State
+        return State(0, self.pos.copy(), seq=1, rx_time=time.monotonic())
+
+    def connect(self):
+        return self.caps
+
+    def latest_state(self):
+        return self._state()
+
+    def wait_state(self, after_seq=None, timeout=1.0):
+        return self._state()
+
+    def send_command(self, targets, valid=True):
+        self.pos = np.asarray(targets, np.float32).copy()
+        return 1
+
+    def reset_plant(self, seed, initial_state=None, timeout=1.0, retries=3):
+        self.pos = np.array([0.1 * seed, -0.1], np.float32)
+        return self._state()
+
+    def step(self, targets, timeout=1.0):
+        self.send_command(targets)
+        return self._state()
+
+    def estop(self, engage=True):
+        self.estops += 1
+        return True
+
+    def take_faults(self):
+        return []
+
+    def close(self):
+        pass
+
+
+def test_camera_frames_are_recorded_with_their_tick(tmp_path):
+    from runtime.record.buffer import ReplayBufferWriter
+    from runtime.record.cli import _array_specs
+    from runtime.record.session import RecordConfig, Recorder
+    from runtime.record.sources import ScriptedSource
+    text = TASK.replace('"j1", "j2", "j3"', '"j1", "j2"').replace('"target_j1", "target_j2", "target_j3"',
+                                                                  '"target_j1", "target_j2"')
+    text = text.replace("[-1.0, -1.0, -1.0]", "[-1.0, -1.0]").replace("[1.0, 1.0, 1.0]", "[1.0, 1.0]")
+    image = '[[observation.images]]\nkey = "img"\nshape = [4, 6, 3]\ncamera = "top"\n\n'
+    text = text.replace("[action]", image + "[action]")
+    spec = TaskSpec.from_dict(__import__("tomllib").loads(text))
+
+    class Camera:  # frame value = how many times it was read: one read per recorded tick
+        n = 0
+
+        def latest(self):
+            Camera.n += 1
+            return np.full((4, 6, 3), Camera.n, np.uint8)
+
+    arm = FakeArm()
+    rec = Recorder(arm, arm.caps, spec, RecordConfig(0.05, max_steps=5, lockstep=True), Camera())
+    src = ScriptedSource(lambda task, seed: (lambda obs: [obs.image[0, 0, 0] / 100.0, 0.0]), "test")
+    res = rec.record_episode(src, 0, 0)  # starts at j1 = 0: every command within the 0.2 default step
+    assert res.ended == "max_steps" and res.steps == 5
+    assert res.data["img"][:, 0, 0, 0].tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(res.data["state"][1:, 0], res.data["action"][:-1, 0])  # the state after each command
+    np.testing.assert_allclose(res.data["action"][:, 0], np.arange(1, 6) / 100.0, atol=1e-6)
+    with ReplayBufferWriter(tmp_path / "b.zarr", _array_specs(spec)) as w:
+        w.append_episode(res.data, 3)
+    rb = load_replay_buffer(tmp_path / "b.zarr", keys=("state", "action", "img"))
+    np.testing.assert_array_equal(rb.data["img"], res.data["img"])
+    # a camera whose frames do not have the task's shape is refused (one line), not recorded
+    Camera.latest = lambda self: np.zeros((5, 6, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"frames of \[5, 6, 3\]; task observation.images\[0\].shape is \[4, 6, 3\]"):
+        rec.record_episode(src, 1, 4)
