@@ -126,8 +126,11 @@ def _held_to_box(r: dict) -> list[str]:
 
 
 def _no_burst_after_stall(r: dict) -> list[str]:
-    return [] if (r["largest_applied_gap_s"] or 0) >= 0.45 else \
-        [f"largest gap between applied commands {r['largest_applied_gap_s']} s (the stall did not show)"]
+    if (r["largest_applied_gap_s"] or 0) < 0.45:
+        return [f"largest gap between applied commands {r['largest_applied_gap_s']} s (the stall did not show)"]
+    after = r["min_send_gap_after_largest_s"]
+    return [] if after is not None and after > 0.05 else \
+        [f"commands sent {after} s apart after the stall (a burst)"]
 
 
 HOSTILE_KINDS = ("short", "long", "noextras", "nan", "huge")
@@ -234,6 +237,7 @@ def _largest_step(targets: np.ndarray) -> Optional[float]:
 def measure(steps_csv: Path, command_log: Path) -> dict[str, Any]:
     """Commands sent (host) vs applied (device), foreign commands and the largest steps."""
     sent: list[tuple[float, ...]] = []
+    sent_at: list[float] = []   # host clock: when each command's tick started
     if steps_csv.exists():
         with open(steps_csv) as fh:
             rows = list(csv.DictReader(fh))
@@ -241,6 +245,7 @@ def measure(steps_csv: Path, command_log: Path) -> dict[str, Any]:
         for r in rows:
             if cols and all(r[c] != "" for c in cols):
                 sent.append(tuple(float(r[c]) for c in cols))
+                sent_at.append(float(r.get("start_s") or "nan"))
     applied_all = _read_jsonl(command_log)
     applied = [tuple(float(v) for v in c["targets"]) for c in applied_all if c.get("valid", True)]
     # The host's targets are float32 on the wire: compare as float32 (the CSV holds their exact repr).
@@ -255,7 +260,22 @@ def measure(steps_csv: Path, command_log: Path) -> dict[str, Any]:
         "largest_applied_step": _largest_step(app),
         "applied_range": [float(app.min()), float(app.max())] if len(app) else None,
         "largest_applied_gap_s": float(np.diff(times).max()) if len(times) > 1 else None,
+        # after the largest gap (a stall, an unplug): the closest two commands, as the host sent them and as
+        # the device applied them; a catch-up burst of queued commands shows as a gap far below the period on
+        # the host's clock (the device's clock also merges frames it read late, when it was not scheduled)
+        "min_send_gap_after_largest_s": _min_gap_after_largest(sent_at),
+        "min_gap_after_largest_s": _min_gap_after_largest(times),
     }
+
+
+def _min_gap_after_largest(times: list[float]) -> Optional[float]:
+    gaps = np.diff(times)
+    if not np.isfinite(gaps).all():
+        return None
+    if len(gaps) < 2:
+        return None
+    after = gaps[int(np.argmax(gaps)) + 1:]
+    return float(after.min()) if len(after) else None
 
 
 def surfaced(summary: dict) -> dict[str, Any]:
