@@ -77,11 +77,15 @@ def set_fused(opt: torch.optim.Optimizer, fused: bool) -> None:
         group["foreach"] = None
 
 
+# inductor generates kernels (minutes on a small CPU); tests trace with dynamo only ("eager")
+COMPILE_BACKEND = "inductor"
+
+
 def compile_network(net: torch.nn.Module) -> None:
     """Compile the heavy submodules in place (state_dict keys unchanged; EMA and export see the plain net)."""
-    net.unet.compile()
+    net.unet.compile(backend=COMPILE_BACKEND)
     if getattr(net, "image_encoder", None) is not None:
-        net.image_encoder.compile()
+        net.image_encoder.compile(backend=COMPILE_BACKEND)
 
 
 class DeviceWindows:
