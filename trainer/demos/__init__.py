@@ -1,0 +1,1 @@
+"""Scripted demonstration sources for imle-record (one module per task)."""
