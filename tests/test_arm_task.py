@@ -148,3 +148,52 @@ def test_record_through_the_recorder_on_the_joint_emulator(tmp_path):
         assert np.allclose(states[s0], start_for_seed(int(seed)), atol=1e-6)  # the episode began at its start
     for s0, e in zip(starts, ends):
         assert judge(states[s0:e], G).success
+
+
+class _FakeSimRobot:
+    """Just enough of a SimulatedRobot: records the resets it is asked for."""
+
+    def __init__(self):
+        self.resets = []
+        self.other = "delegated"
+
+    def reset_plant(self, seed, initial_state=None, timeout=1.0, retries=3):
+        self.resets.append((seed, None if initial_state is None else np.asarray(initial_state)))
+        return "state"
+
+
+def test_starts_robot_resets_each_seed_to_its_start_and_delegates_the_rest():
+    from trainer.evaluate.arm import StartsRobot
+    inner = _FakeSimRobot()
+    robot = StartsRobot(inner, start_for_seed)
+    assert robot.reset_plant(900_003, timeout=0.5) == "state"
+    assert inner.resets[0][0] == 900_003 and np.array_equal(inner.resets[0][1], start_for_seed(900_003))
+    explicit = np.zeros(7, np.float32)
+    robot.reset_plant(5, explicit)
+    assert np.array_equal(inner.resets[1][1], explicit)  # an explicit start wins
+    assert robot.other == "delegated"
+
+
+def test_summary_counts_successes_modes_and_box_entries():
+    from runtime.stats import Counters, RunStats
+    from trainer.evaluate.arm import summarise
+    from trainer.evaluate.arm_success import ReachVerdict
+    vs = [ReachVerdict(True, 40, None, "over", 0.01), ReachVerdict(True, 50, None, "under", 0.01),
+          ReachVerdict(True, 45, None, "over", 0.02), ReachVerdict(False, 60, 20, "none", 0.0),
+          ReachVerdict(False, None, None, "over", 0.4)]
+    c = Counters()
+    c.rate_limited = 7
+    s = summarise(vs, c, RunStats())
+    assert s["success_rate"] == pytest.approx(0.6) and s["successes"] == 3
+    assert s["mode_share"]["over"] == pytest.approx(2 / 3) and s["mode_share"]["under"] == pytest.approx(1 / 3)
+    assert s["entered_avoid_box"] == 1 and s["never_reached"] == 1 and s["median_steps_to_goal"] == 45
+    assert s["rate_limited"] == 7 and s["stop_reason"] == ""
+
+
+def test_eval_cli_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    from trainer.evaluate.arm import main
+    assert main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a model package" in err[0]
+    assert main([str(tmp_path), "--episodes", "0"]) == 2
+    assert "--episodes" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     imle-eval-arm exported_models/franka-reach-around --episodes 50          # emulator, lock-step
     imle-eval-arm PKG --robot emulator --episodes 50 --json out.json         # emulator, real time
+    imle-eval-arm PKG --robot franka:127.0.0.1 --episodes 10                # franka-sim, limits enforced
 
 Each episode starts the simulated arm at the task's start for its seed (trainer.demos.franka_reach:
 start_for_seed, seeds from EVAL_SEED_BASE: starts the demonstrations never used), runs the package
@@ -72,46 +73,96 @@ def summarise(verdicts: list, counters: Any, stats: Any) -> dict[str, Any]:
         "bad_states": counters.bad_states,
         "estops": counters.estops,
         "nan_blocked": counters.nan_blocked,
-        "stop_reason": stats.stop_reason,
+        "stop_reason": stats.stop_reason if stats is not None else "",
     }
+
+
+def _connect(robot: str, period: float, package: str) -> Any:
+    from runtime import robots
+    if robot.startswith("franka:"):  # franka-sim on a loopback address: libfranka's realtime check off
+        return robots.FrankaConfig(host=robot.split(":", 1)[1], realtime="ignore").connect(
+            robots.ConnectContext(period_s=period, package=package))
+    return robots.make_robot(robot, period_s=period, package=package)
+
+
+def drive_to(robot: Any, target: np.ndarray, period: float, tolerance: float = 0.005, timeout_s: float = 20.0) -> bool:
+    """Hardware (franka-sim): stream `target` until every joint is within `tolerance` (the bridge's rate
+    limiter shapes the motion). True when there; the arm then holds it."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if robot.send_command(np.asarray(target, np.float32)) is None:
+            return False
+        time.sleep(period)
+        st = robot.latest_state()
+        if st is not None and np.max(np.abs(np.asarray(st.positions, np.float64) - target)) <= tolerance:
+            return True
+    return False
+
+
+def _run(policy: Any, robot: Any, caps: Any, config: Any) -> Any:
+    from runtime.loop import ControlLoop
+    loop = ControlLoop(policy, robot, config, caps)
+    try:
+        return loop.run()
+    finally:
+        loop.close()
 
 
 def evaluate_arm(package: str | Path, episodes: int = 50, seed: int = EVAL_SEED_BASE, robot: str = "emulator-lockstep",
                  precision: Optional[str] = None, candidates: Optional[int] = None, temporal_consistency: bool = True,
                  max_steps: int = 120, geom: ReachAroundGeometry = REACH_AROUND) -> dict[str, Any]:
-    """Run `episodes` episodes of the package on a simulated robot and judge them (see the module doc)."""
-    from runtime import robots
-    from runtime.loop import ControlLoop, LoopConfig
+    """Run `episodes` episodes of the package and judge them (see the module doc). A simulated robot is
+    reset to each seed's start; on franka-sim (`franka:HOST`) the arm is driven there before each episode."""
+    from dataclasses import replace
+
+    from runtime.loop import LoopConfig
     from runtime.policy import Policy
+    from runtime.stats import Counters
 
     policy = Policy(Path(package), precision=precision, candidates=candidates, seed=seed,
                     temporal_consistency=None if temporal_consistency else False)
     period = float(policy.manifest.control.period_s)
-    handle = robots.make_robot(robot, period_s=period, package=str(package))
+    handle = _connect(robot, period, str(package))
+    runs: list[tuple[int, Any, int]] = []  # (seed, stats, episode index inside stats)
+    counters = Counters()
+    extra: dict[str, Any] = {}
     try:
-        if not handle.simulated:
-            raise ValueError(f"{PROG} needs a simulated robot (the starts are set by Reset); {handle.spec} is not")
-        wrapped = StartsRobot(handle.robot, start_for_seed)
-        config = LoopConfig(episodes=episodes, base_seed=seed, max_steps=max_steps, period_s=period,
-                            lockstep=handle.lockstep)
-        loop = ControlLoop(policy, wrapped, config, handle.capabilities)  # type: ignore[arg-type]
-        try:
-            stats = loop.run()
-        finally:
-            loop.close()
+        base = LoopConfig(episodes=episodes, base_seed=seed, max_steps=max_steps, period_s=period,
+                          lockstep=handle.lockstep)
+        if handle.simulated:
+            stats = _run(policy, StartsRobot(handle.robot, start_for_seed), handle.capabilities, base)
+            runs = [(ep.seed, stats, ep.index) for ep in stats.episodes]
+            counters, last = stats.counters, stats
+        else:
+            last = None
+            for i in range(episodes):
+                if not drive_to(handle.robot, start_for_seed(seed + i).astype(np.float64), period):
+                    extra["stop"] = f"could not drive the arm to the start of seed {seed + i}"
+                    break
+                stats = _run(policy, handle.robot, handle.capabilities, replace(base, episodes=1, base_seed=seed + i))
+                runs.append((seed + i, stats, stats.episodes[0].index if stats.episodes else 0))
+                for k, v in vars(stats.counters).items():
+                    setattr(counters, k, getattr(counters, k) + v)
+                last = stats
+                if stats.stop_reason:
+                    break
+            link = getattr(handle.robot, "stats", None)
+            if link is not None:
+                extra.update(reflexes=link.control_errors, bridge_limit_clamps=link.limit_clamps,
+                             lost_cycles=link.lost_cycles, bridge_rejected=link.rejected_commands,
+                             last_error=link.last_error)
     finally:
         handle.close()
-    verdicts = []
-    for ep in stats.episodes:
-        q = episode_positions(stats.step_log, ep.index)
-        verdicts.append(judge(q, geom) if len(q) else None)
-    judged = [v for v in verdicts if v is not None]
-    report = summarise(judged, stats.counters, stats)
-    report.update(package=str(package), robot=handle.spec, precision=policy.precision if hasattr(policy, "precision")
-                  else precision, seed=seed, max_steps=max_steps, wall_s=round(stats.wall_s, 1),
-                  per_episode=[{"seed": ep.seed, "success": v.success, "mode": v.mode, "reached_step": v.reached_step,
-                                "entered_step": v.entered_step, "final_error": round(v.final_error, 4)}
-                               for ep, v in zip(stats.episodes, verdicts) if v is not None])
+    verdicts = [(s, judge(q, geom)) for s, st, i in runs if len(q := episode_positions(st.step_log, i))]
+    report = summarise([v for _, v in verdicts], counters, last)
+    if extra.get("stop"):
+        report["stop_reason"] = extra.pop("stop")
+    report.update(extra)
+    report.update(package=str(package), robot=handle.spec, precision=precision or "package default", seed=seed,
+                  max_steps=max_steps, per_episode=[{"seed": s, "success": v.success, "mode": v.mode,
+                                                    "reached_step": v.reached_step, "entered_step": v.entered_step,
+                                                    "final_error": round(v.final_error, 4)} for s, v in verdicts])
     return report
 
 
@@ -120,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", help="model package directory (a franka-reach-around policy)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help="first episode's seed (start and policy noise)")
-    p.add_argument("--robot", default="emulator-lockstep", help="emulator-lockstep (default) or emulator")
+    p.add_argument("--robot", default="emulator-lockstep",
+                   help="emulator-lockstep (default), emulator, or franka:HOST (franka-sim on loopback)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="default: the package's default")
     p.add_argument("--candidates", type=int, default=None, help="RS-IMLE candidates per plan (1: no selection)")
     p.add_argument("--no-temporal-consistency", action="store_true")
