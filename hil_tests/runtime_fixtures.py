@@ -1,7 +1,7 @@
 """Fixtures of the runtime's hardware-in-the-loop tests: a tiny Push-T package, exported once per
 session, and the runtime process. Imported by the test modules (`from runtime_fixtures import ...`;
-hil_tests/ is on sys.path), not a conftest.py: a second conftest module would shadow tests/conftest.py
-for the tests that `import conftest`."""
+hil_tests/ is on sys.path), not the conftest.py beside it, which only adds the --device option: shared
+helpers live in modules with names of their own (tests/tiny_buffers.py likewise)."""
 from __future__ import annotations
 
 import os

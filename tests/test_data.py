@@ -64,7 +64,7 @@ def test_statistics_come_from_the_subset_used(tiny_buffer):
 
 
 def test_image_batches_are_channel_first_uint8(tmp_path):
-    from conftest import make_tiny_buffer
+    from tiny_buffers import make_tiny_buffer
 
     make_tiny_buffer(tmp_path / "img.zarr", n_episodes=2, with_image=True)
     ds = load_dataset(DataConfig(path=str(tmp_path / "img.zarr"), state_dims=(0, 1), use_image=True))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_buffer
+from tiny_buffers import make_tiny_buffer
 from trainer.cli import train_main
 from trainer.data import DatasetError, MinMax, load_dataset, load_replay_buffer, write_replay_buffer
 from trainer.export.cli import main as export_main
