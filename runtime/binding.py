@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +32,19 @@ JOINT_MAP_HINT = "map them with --joint-map TASK=ROBOT,... or a [joint_map] tabl
 
 class MappingError(ValueError):
     """A task's names cannot be bound to the robot's (one line, naming both lists)."""
+
+
+def check_map(what: str, mapping: Mapping[str, str], keys: Collection[str], keys_are: str,
+              values: Collection[str], values_are: str) -> None:
+    """An operator's name map may name only known keys (what the policy uses) and known values (what the
+    robot has): MappingError naming the first stray entry otherwise. `keys_are` / `values_are` finish
+    the sentence "X is not ...", with the list of what is known."""
+    stray = [k for k in mapping if k not in keys]
+    if stray:
+        raise MappingError(f"{what}: {stray[0]!r} is not {keys_are}")
+    bad = [v for v in mapping.values() if v not in values]
+    if bad:
+        raise MappingError(f"{what}: {bad[0]!r} is not {values_are}")
 
 
 def join_names(values: Sequence[str]) -> str:
@@ -123,14 +136,8 @@ class ActionMapper:
         joint_map = dict(joint_map or {})
         task, robot = list(action_joints), list(robot_joints)
         src = f" ({source})" if source else ""
-        stray = [k for k in joint_map if k not in task]
-        if stray:
-            raise MappingError(f"joint map{src}: {stray[0]!r} is not a joint the task commands "
-                               f"(task joints: {join_names(task)})")
-        bad = [v for v in joint_map.values() if v not in robot]
-        if bad:
-            raise MappingError(f"joint map{src}: {bad[0]!r} is not a joint of this robot "
-                               f"(robot joints: {join_names(robot)})")
+        check_map(f"joint map{src}", joint_map, task, f"a joint the task commands (task joints: {join_names(task)})",
+                  robot, f"a joint of this robot (robot joints: {join_names(robot)})")
         targets = [joint_map.get(j, j) for j in task]
         missing = [j for j, t in zip(task, targets) if t not in robot]
         if missing:

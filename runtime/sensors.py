@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
-from runtime.binding import OBS_MAP_HINT, MappingError, join_names
+from runtime.binding import OBS_MAP_HINT, MappingError, check_map, join_names
 
 FRAME_SHAPE = (96, 96, 3)  # H, W, C RGB uint8: Diffusion Policy's Push-T image setting
 
@@ -92,14 +92,8 @@ class StateMapper:
             raise MappingError(f"the robot reports {dup[0]!r} twice (it reports: {join_names(device)}): names are "
                                f"ambiguous")
         known = set(obs) | ({progress_name} if progress_name else set())
-        stray = [k for k in obs_map if k not in known]
-        if stray:
-            raise MappingError(f"obs map: {stray[0]!r} is not something the policy observes "
-                               f"(policy observes: {join_names(obs)})")
-        bad = [v for v in obs_map.values() if v not in device]
-        if bad:
-            raise MappingError(f"obs map: {bad[0]!r} is not reported by the robot "
-                               f"(robot reports: {join_names(device)})")
+        check_map("obs map", obs_map, known, f"something the policy observes (policy observes: {join_names(obs)})",
+                  device, f"reported by the robot (robot reports: {join_names(device)})")
         missing = [n for n in obs if obs_map.get(n, n) not in device]
         if missing:
             raise MappingError(f"the policy observes {join_names(missing)} which the robot does not report "
