@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from trainer.evaluate.history import ObservationHistory
 from trainer.evaluate.metrics import EpisodeResult, bootstrap_mean_ci, summarize, two_level_bootstrap_ci, wilson_ci
 
 
@@ -48,21 +47,6 @@ def test_summary_score_and_success():
     rs = [EpisodeResult(i, 100 + i, r, r * 0.95, r >= 1.0, 10, 2, 1.0, 0.1) for i, r in enumerate([1.0, 0.5, 0.0, 1.0])]
     s = summarize(rs)
     assert s.score.value == pytest.approx(0.625) and s.success.value == 0.5 and s.episodes == 4
-
-
-# ---------------------------------------------------------------------------------------- history
-def test_history_pads_with_the_first_observation_then_slides():
-    h = ObservationHistory(3)
-    h.reset(np.array([1.0, 2.0]))
-    np.testing.assert_array_equal(h.state(), [[1, 2]] * 3)
-    assert h.image() is None
-    h.push(np.array([3.0, 4.0]))
-    h.push(np.array([5.0, 6.0]))
-    h.push(np.array([7.0, 8.0]))
-    np.testing.assert_array_equal(h.state(), [[3, 4], [5, 6], [7, 8]])
-    img = np.zeros((3, 4, 4), np.uint8)
-    h.reset(np.zeros(2), img)
-    assert h.image().shape == (3, 3, 4, 4) and h.image().dtype == np.uint8
 
 
 # ---------------------------------------------------------------------------------------- env
