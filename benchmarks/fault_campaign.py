@@ -29,8 +29,21 @@ package). Per row:
              is lifted; "-" where no probe is possible)
   exit       imle-run's exit code; ok = the exit code and behaviour the row demands (EXPECTED below)
 
+--device picks the device program (hil_tests/device_kinds.py): python (default, imle-emulator, the
+above), c-host (the C reference firmware's host build, `imle-device`) or avr-sim (the same C core
+built for an ATmega2560 and run in simavr, `imle-simavr`), both started by
+firmware_bridge.firmware.process with the same fault-injection stdin commands. The C devices serve
+two joints agent_x/agent_y in [0, 512] (max_step 200, 300 ms watchdog, 50 Hz States) and no extras,
+so the Push-T packages (which observe the block) are refused by the runtime's name mapping: their
+rows run a two-joint package instead (build_joint_package below: a hand-made ONNX generator that
+observes agent_x, agent_y only; the tampered and corner packages likewise), and the hostile-State
+rows are skipped (the C devices have no `hostile-state` injection; the table says so).
+
+    nice -n 5 python benchmarks/fault_campaign.py --device avr-sim --ticks 100
+
 Prints the table; writes benchmarks/results/fault_campaign.json (every number, the exact commands)
-and benchmarks/results/fault_campaign.md (the table). Exit status 1 when a row is not ok.
+and benchmarks/results/fault_campaign.md (the table), or fault_campaign_<device>.{json,md} for the
+C devices. Exit status 1 when a row is not ok.
 """
 from __future__ import annotations
 
@@ -61,6 +74,10 @@ PACKAGES = REPO / "runs" / "fault_campaign" / "packages"
 DEVICE_MAX_STEP = 200.0   # px: the emulated Push-T device refuses larger steps (IMPLAUSIBLE)
 BOX = (0.0, 512.0)        # px: the device's joint limits
 ROBOT_CONFIG = "[loop]\nlink_give_up_s = 3.0\n"
+DEVICES = ("python", "c-host", "avr-sim")
+DEVICE_PROGRAM = {"python": "imle-emulator", "c-host": "imle-device", "avr-sim": "imle-simavr"}
+# What a C device cannot do, by the stdin command a row needs (the row is skipped, with this reason).
+C_LACKS = {"hostile-state": "skipped: the C devices have no hostile-State injection (no `hostile-state` stdin command)"}
 
 
 @dataclass
@@ -194,7 +211,70 @@ ROWS: list[Row] = [
 
 
 # ----------------------------------------------------------------------------- packages
-def build_package(kind: str, cache: Path) -> Path:
+def _joint_generator(path: Path, gain: float, follow: float, bias: tuple[float, float]) -> None:
+    """actions = gain * z + follow * (the latest observation) + bias, all normalised: a generator whose
+    plan depends on what the device reports (follow 1) or only on z (follow 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    to, tp, a = JOINT_HORIZONS[0], JOINT_HORIZONS[1], 2
+    inputs = [helper.make_tensor_value_info("obs_state", TensorProto.FLOAT, [1, to, a]),
+              helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", tp, a])]
+    out = helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["N", tp, a])
+    nodes = [helper.make_node("Slice", ["obs_state", "s0", "s1", "ax"], ["last"]),
+             helper.make_node("Mul", ["last", "follow"], ["lastf"]),
+             helper.make_node("Mul", ["z", "gain"], ["zs"]),
+             helper.make_node("Add", ["zs", "lastf"], ["sum"]),
+             helper.make_node("Add", ["sum", "bias"], ["actions"])]
+    inits = [helper.make_tensor("s0", TensorProto.INT64, [1], [to - 1]),
+             helper.make_tensor("s1", TensorProto.INT64, [1], [to]),
+             helper.make_tensor("ax", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("gain", TensorProto.FLOAT, [], [gain]),
+             helper.make_tensor("follow", TensorProto.FLOAT, [], [follow]),
+             helper.make_tensor("bias", TensorProto.FLOAT, [a], list(bias))]
+    model = helper.make_model(helper.make_graph(nodes, "gen", inputs, [out], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+JOINT_HORIZONS = (2, 8, 4)   # obs, pred, action
+# kind -> (generator gain, follow, bias, action range): all normalised to [-1, 1] over the action range
+JOINT_KINDS = {
+    # tracks the device: each plan within ~13 px (0.05 of 256) of where the joints are
+    "tiny": (0.05, 1.0, (0.0, 0.0), (0.0, 512.0)),
+    # the manifest's action range is +-1e9 (hashes match; unsigned): outputs of a few 1e-7 are hundreds of px
+    "tampered": (3e-7, 0.0, (2e-7, -2e-7), (-1e9, 1e9)),
+    # candidates disagree wildly and sit far past the box: x beyond 512, y below 0
+    "corner": (2.0, 0.0, (3.0, -3.0), (0.0, 512.0)),
+}
+
+
+def build_joint_package(out: Path, kind: str) -> Path:
+    """A two-joint package for the C devices: observes and commands agent_x, agent_y (no extras)."""
+    from runtime.package import (ActionSpec, ControlSpec, FileEntry, Horizons, Manifest, MinMaxStats, Normalization,
+                                 ObsSpec, sha256_file)
+
+    gain, follow, bias, (lo, hi) = JOINT_KINDS[kind]
+    out.mkdir(parents=True, exist_ok=True)
+    _joint_generator(out / "generator.onnx", gain, follow, bias)
+    names = ["agent_x", "agent_y"]
+    to, tp, ta = JOINT_HORIZONS
+    m = Manifest(name=f"joints2-{kind}", method="rs_imle", task="two-joints", obs=ObsSpec(state_dim=2, state_names=names),
+                 action=ActionSpec(dim=2, names=names, low=[lo, lo], high=[hi, hi]),
+                 horizons=Horizons(obs=to, pred=tp, action=ta), control=ControlSpec(period_s=0.1, candidates=4),
+                 latent_shape=[tp, 2],
+                 normalization=Normalization(state=MinMaxStats([BOX[0]] * 2, [BOX[1]] * 2),
+                                             action=MinMaxStats([lo, lo], [hi, hi])),
+                 files=[FileEntry("generator.onnx", sha256_file(out / "generator.onnx"), "fp32")])
+    (out / "manifest.json").write_text(json.dumps(m.to_dict(), indent=2) + "\n")
+    return out
+
+
+def build_package(kind: str, cache: Path, device: str = "python") -> Path:
+    if device != "python":   # the C devices serve two joints and no extras: a two-joint package
+        out = cache / f"joints2-{kind}"
+        return out if (out / "manifest.json").exists() else build_joint_package(out, kind)
     out = cache / kind
     if (out / "manifest.json").exists():
         return out
@@ -348,19 +428,45 @@ def _env() -> dict[str, str]:
                 PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
 
-def run_row(row: Row, package: Path, ticks: int, seed: int, extra: list[str], workdir: Path) -> dict[str, Any]:
-    from firmware_bridge.emulator import start_emulator
+def skip_reason(row: Row, device: str) -> Optional[str]:
+    """Why `row` cannot run on `device` (None: it can)."""
+    if device == "python":
+        return None
+    needs = (row.inject or "").split(" ")[0]
+    return C_LACKS.get(needs)
 
+
+def start_device(device: str, seed: int, log: Path, row: Row) -> Any:
+    """The device program on a pty, with its command log and the row's extra arguments."""
+    if device == "python":
+        from firmware_bridge.emulator import start_emulator
+        return start_emulator("realtime", seed=seed, fault_seed=seed, command_log=str(log),
+                              extra_args=row.emulator_args)
+    from firmware_bridge.firmware.process import start_avr_device, start_host_device
+    if device == "c-host":
+        return start_host_device(fault_seed=seed, command_log=str(log), extra_args=row.emulator_args)
+    if row.emulator_args:
+        raise ValueError(f"row {row.name}: avr-sim takes no extra device arguments, got {row.emulator_args}")
+    return start_avr_device(fault_seed=seed, command_log=str(log))
+
+
+def skipped_result(row: Row, ticks: int, reason: str) -> dict[str, Any]:
+    return {"row": row.name, "fault": row.fault, "expect_exit": list(row.expect_exit), "expect": row.expect,
+            "ticks": ticks, "package": row.package, "skipped": reason, "ok": True, "failures": []}
+
+
+def run_row(row: Row, package: Path, ticks: int, seed: int, extra: list[str], workdir: Path,
+            device: str = "python") -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     log, out, config = workdir / "commands.jsonl", workdir / "out", workdir / "robot.toml"
     log.unlink(missing_ok=True)
     config.write_text(ROBOT_CONFIG)
-    emu = start_emulator("realtime", seed=seed, fault_seed=seed, command_log=str(log),
-                         extra_args=row.emulator_args)
+    emu = start_device(device, seed, log, row)
     cmd = _imle_run(package, emu.port, ticks, seed, out, config, extra)
     result: dict[str, Any] = {"row": row.name, "fault": row.fault, "expect_exit": list(row.expect_exit),
                               "expect": row.expect, "ticks": ticks, "package": row.package,
-                              "emulator": " ".join(["imle-emulator", "--command-log", "LOG", *row.emulator_args]),
+                              "emulator": " ".join([DEVICE_PROGRAM[device], "--command-log", "LOG",
+                                                    *row.emulator_args]),
                               "inject": row.inject or row.action or "",
                               "command": shlex.join(["imle-run", *cmd[3:]])}
     t0 = time.monotonic()
@@ -438,6 +544,18 @@ def judge(row: Row, r: dict) -> list[str]:
     return f
 
 
+def _device_unavailable(device: str) -> Optional[str]:
+    """None when the C device can be built and run here, else why not (one line)."""
+    from firmware_bridge.firmware.build import BuildUnavailable, avr_toolchain_missing, host_compiler
+    if device == "avr-sim":
+        return avr_toolchain_missing()
+    try:
+        host_compiler()
+    except BuildUnavailable as exc:
+        return str(exc)
+    return None
+
+
 # ----------------------------------------------------------------------------- output
 def _f(x: Optional[float]) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
@@ -452,6 +570,9 @@ def table(results: list[dict]) -> str:
             f"{'estop':>5} {'ok':>3}  surfaced to the operator")
     lines = [head, "-" * len(head)]
     for r in results:
+        if r.get("skipped"):
+            lines.append(f"{r['row']:<26} {r['skipped']}")
+            continue
         lines.append(f"{r['row']:<26} {r['sent']:>5} {r['applied']:>5} {r['foreign']:>5} "
                      f"{_f(r['largest_commanded_step']):>8} {_f(r['largest_applied_step']):>8} {r['exit_code']:>4} "
                      f"{_estop_text(r['device_estop']):>5} {'yes' if r['ok'] else 'NO':>3}  "
@@ -462,7 +583,9 @@ def table(results: list[dict]) -> str:
 
 
 def markdown(results: list[dict], meta: dict) -> str:
-    lines = [f"Fault campaign: `{meta['command']}` ({meta['ticks']} ticks per row at the package's period, "
+    dev = "" if meta["device"].get("kind", "python") == "python" else \
+        f"device {meta['device']['kind']} ({meta['device']['program']}); "
+    lines = [f"Fault campaign: `{meta['command']}` ({dev}{meta['ticks']} ticks per row at the package's period, "
              f"{meta['package_note']}; {meta['machine']['cpus']} CPUs, "
              f"load {' '.join(meta['machine']['loadavg_at_end'])}"
              f" at the end; {meta['wall_s']:.0f} s in all).", "",
@@ -470,6 +593,10 @@ def markdown(results: list[dict], meta: dict) -> str:
              "(expected) | device e-stop after | surfaced to the operator | ok |",
              "|---|---|---:|---:|---:|---:|---:|---|---|---|---|"]
     for r in results:
+        if r.get("skipped"):
+            lines.append(f"| {r['row']} | {r['fault']} | - | - | - | - | - | - "
+                         f"({'/'.join(map(str, r['expect_exit']))}) | - | {r['skipped']} | - |")
+            continue
         surf = surfaced_text(r["surfaced"]) if r["surfaced"] else "(no summary)"
         if r.get("second_host"):
             surf += f"; second host exit {r['second_host']['exit_code']}"
@@ -492,8 +619,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="run the tiny-package rows with this package instead (e.g. the shipped one)")
     p.add_argument("--package-cache", type=Path, default=PACKAGES, help="where the built packages are kept")
     p.add_argument("--imle-run-args", default="", help="extra imle-run arguments for every run (one string)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results (the table goes next to it as .md)")
+    p.add_argument("--device", default="python",
+                   help="the device program: python (imle-emulator, default), c-host (the C firmware's host build) or "
+                        "avr-sim (the C firmware on an ATmega2560 in simavr)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON results (the table goes next to it as .md; default "
+                        "benchmarks/results/fault_campaign.json, or fault_campaign_<device>.json)")
     args = p.parse_args(argv)
+    if args.device not in DEVICES:
+        print(f"fault_campaign: error: --device must be one of {', '.join(DEVICES)}, got {args.device!r}",
+              file=sys.stderr)
+        return 2
+    if args.out is None:
+        args.out = RESULTS if args.device == "python" else RESULTS.with_name(f"fault_campaign_{args.device}.json")
     by_name = {r.name: r for r in ROWS}
     names = list(by_name) if args.rows == "all" else [n.strip() for n in args.rows.split(",") if n.strip()]
     unknown = [n for n in names if n not in by_name]
@@ -505,17 +643,35 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"fault_campaign: error: --ticks must be >= 20 (faults start after a quarter), got {ticks}",
               file=sys.stderr)
         return 2
+    if args.rows != "all":   # asked for by name: a row the device cannot run is an error, not a skip
+        for n in names:
+            why = skip_reason(by_name[n], args.device)
+            if why:
+                print(f"fault_campaign: error: row {n!r} cannot run on --device {args.device}: "
+                      f"{why.removeprefix('skipped: ')}", file=sys.stderr)
+                return 2
+    if args.device != "python":
+        why = _device_unavailable(args.device)
+        if why:
+            print(f"fault_campaign: error: --device {args.device} is not available here: {why}", file=sys.stderr)
+            return 2
     extra = shlex.split(args.imle_run_args)
     rows = [by_name[n] for n in names]
     packages: dict[str, Path] = {}
-    for kind in sorted({r.package for r in rows}):
-        packages[kind] = args.package if (kind == "tiny" and args.package) else build_package(kind, args.package_cache)
+    for kind in sorted({r.package for r in rows if not skip_reason(r, args.device)}):
+        packages[kind] = args.package if (kind == "tiny" and args.package) else \
+            build_package(kind, args.package_cache, args.device)
     t0 = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="fault-campaign-") as tmp:
         for i, row in enumerate(rows):
+            why = skip_reason(row, args.device)
+            if why:
+                print(f"[{i + 1}/{len(rows)}] {row.name}: {why}", flush=True)
+                results.append(skipped_result(row, ticks, why))
+                continue
             print(f"[{i + 1}/{len(rows)}] {row.name}: {row.fault} ...", flush=True)
-            r = run_row(row, packages[row.package], ticks, args.seed, extra, Path(tmp) / row.name)
+            r = run_row(row, packages[row.package], ticks, args.seed, extra, Path(tmp) / row.name, args.device)
             print(f"    exit {r['exit_code']} ({r['wall_s']} s), sent {r['sent']}, applied {r['applied']}, foreign "
                   f"{r['foreign']}: {'ok' if r['ok'] else 'NOT OK: ' + '; '.join(r['failures'])}", flush=True)
             results.append(r)
@@ -527,20 +683,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             "ticks": ticks, "seed": args.seed, "robot_config": ROBOT_CONFIG, "imle_run_args": extra,
             "packages": {k: str(v) for k, v in packages.items()},
             "package_note": (f"package {args.package}" if args.package else
-                             "tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package)") +
-            ", hostile packages from hil_tests/hostile_packages.py",
-            "device": {"max_step_px": DEVICE_MAX_STEP, "box_px": list(BOX), "watchdog_ms": 300, "state_hz": 50},
+                             "tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package)" if args.device == "python"
+                             else "two-joint agent_x/agent_y package (fault_campaign.build_joint_package)") +
+            (", hostile packages from hil_tests/hostile_packages.py" if args.device == "python" else
+             ", two-joint tampered/corner packages"),
+            "device": {"kind": args.device, "program": DEVICE_PROGRAM[args.device], "max_step_px": DEVICE_MAX_STEP,
+                       "box_px": list(BOX), "watchdog_ms": 300, "state_hz": 50},
             "wall_s": round(time.monotonic() - t0, 1),
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                         "python": platform.python_version(), "loadavg_at_end": load},
-            "rows_ok": sum(r["ok"] for r in results), "rows": len(results),
-            "foreign_total": sum(r["foreign"] for r in results)}
+            "rows_ok": sum(r["ok"] for r in results if not r.get("skipped")),
+            "rows": sum(not r.get("skipped") for r in results),
+            "rows_skipped": [r["row"] for r in results if r.get("skipped")],
+            "foreign_total": sum(r.get("foreign", 0) for r in results)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
     md = args.out.with_suffix(".md")
     md.write_text(markdown(results, meta))
-    print(f"{meta['rows_ok']}/{meta['rows']} rows as the rules demand; {meta['foreign_total']} foreign commands "
-          f"applied; wrote {args.out} and {md}")
+    skipped = f" ({len(meta['rows_skipped'])} skipped: not supported by the device)" if meta["rows_skipped"] else ""
+    print(f"{meta['rows_ok']}/{meta['rows']} rows as the rules demand{skipped}; {meta['foreign_total']} foreign "
+          f"commands applied; wrote {args.out} and {md}")
     return 0 if meta["rows_ok"] == meta["rows"] else 1
 
 

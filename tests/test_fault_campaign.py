@@ -105,3 +105,36 @@ def test_two_rows_for_real(tmp_path):
     assert second["exit_code"] == 0 and second["second_host"]["exit_code"] == 2
     assert second["sent"] == second["applied"] == 40 and second["foreign"] == 0
     assert data["foreign_total"] == 0 and "| hostile-state-nan |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--device", "arduino"], "--device must be one of python, c-host, avr-sim, got 'arduino'"),
+    (["--device", "c-host", "--rows", "baseline,hostile-state-nan"],
+     "row 'hostile-state-nan' cannot run on --device c-host: the C devices have no hostile-State injection"),
+])
+def test_device_option_is_checked_in_one_line(argv, text, capsys, tmp_path):
+    assert fc.main([*argv, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert text in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_c_devices_skip_only_the_hostile_state_rows_and_write_their_own_results():
+    skipped = {r.name for r in fc.ROWS if fc.skip_reason(r, "avr-sim")}
+    assert skipped == {f"hostile-state-{k}" for k in fc.HOSTILE_KINDS}
+    assert not any(fc.skip_reason(r, "python") for r in fc.ROWS)
+    row = next(r for r in fc.ROWS if r.name == "hostile-state-nan")
+    md = fc.markdown([fc.skipped_result(row, 100, fc.skip_reason(row, "c-host"))],
+                     {"command": "x", "ticks": 100, "package_note": "p", "wall_s": 1.0,
+                      "device": {"kind": "c-host", "program": "imle-device"},
+                      "machine": {"cpus": 2, "loadavg_at_end": ["0", "0", "0"]}})
+    assert "| hostile-state-nan |" in md and "no hostile-State injection" in md and "device c-host" in md
+
+
+def test_joint_package_observes_only_the_two_joints(tmp_path):
+    pytest.importorskip("onnx")
+    from runtime.package import read_manifest
+    pkg = fc.build_joint_package(tmp_path / "pkg", "tiny")
+    m = read_manifest(pkg, trust=False)
+    assert m.obs.state_names == ["agent_x", "agent_y"] and m.action.names == ["agent_x", "agent_y"]
+    assert (m.action.low, m.action.high) == ([0.0, 0.0], [512.0, 512.0])
