@@ -212,8 +212,8 @@ ROWS: list[Row] = [
 
 # ----------------------------------------------------------------------------- packages
 def _joint_generator(path: Path, gain: float, follow: float, bias: tuple[float, float]) -> None:
-    """actions = gain * z + follow * (the latest observation) + bias, all normalised: a generator whose
-    plan depends on what the device reports (follow 1) or only on z (follow 0)."""
+    """actions = gain * z + follow * (the latest observation) + bias, in px (the runtime feeds a generator raw
+    observations and reads raw actions): a plan that depends on what the device reports (follow > 0) or only on z."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -239,14 +239,15 @@ def _joint_generator(path: Path, gain: float, follow: float, bias: tuple[float, 
 
 
 JOINT_HORIZONS = (2, 8, 4)   # obs, pred, action
-# kind -> (generator gain, follow, bias, action range): all normalised to [-1, 1] over the action range
+# kind -> (generator gain px, follow, bias px, manifest action range)
 JOINT_KINDS = {
-    # tracks the device: each plan within ~13 px (0.05 of 256) of where the joints are
-    "tiny": (0.05, 1.0, (0.0, 0.0), (0.0, 512.0)),
-    # the manifest's action range is +-1e9 (hashes match; unsigned): outputs of a few 1e-7 are hundreds of px
-    "tampered": (3e-7, 0.0, (2e-7, -2e-7), (-1e9, 1e9)),
-    # candidates disagree wildly and sit far past the box: x beyond 512, y below 0
-    "corner": (2.0, 0.0, (3.0, -3.0), (0.0, 512.0)),
+    # halfway from where the joints are to the middle (256), plus ~8 px of noise: steps of a few to tens of px
+    "tiny": (8.0, 0.5, (128.0, 128.0), (0.0, 512.0)),
+    # the manifest's action range is +-1e9 (hashes match; unsigned); plans of hundreds of px, x around 200, y
+    # around -200, changing every step
+    "tampered": (300.0, 0.0, (200.0, -200.0), (-1e9, 1e9)),
+    # candidates disagree wildly and sit far past the box: x beyond 512, y below 0 (into a corner)
+    "corner": (500.0, 0.0, (800.0, -300.0), (0.0, 512.0)),
 }
 
 
