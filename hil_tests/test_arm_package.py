@@ -1,0 +1,42 @@
+"""The shipped arm package (exported_models/franka-reach-around) runs a few episodes through the runtime's
+ControlLoop and the Franka bridge against franka-sim with its motion limits enforced: the arm is driven
+to unseen starts, the policy reaches the goal around the avoid box, and nothing faults (no reflex, no
+device fault, no refused command, no e-stop). Skipped only when franka-sim cannot run here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pylibfranka", reason="pylibfranka not installed (pip install 'imle-policy[franka]')")
+pytest.importorskip("franka_sim", reason="franka-sim not installed (pip install 'imle-policy[franka-sim]')")
+pytest.importorskip("mujoco", reason="franka-sim needs mujoco")
+
+from franka_fixtures import FrankaSim, FrankaSimUnavailable  # noqa: E402  (hil_tests/ is on sys.path)
+
+PACKAGE = Path(__file__).resolve().parents[1] / "exported_models" / "franka-reach-around"
+
+
+@pytest.fixture(scope="module")
+def franka_sim():
+    try:
+        sim = FrankaSim(enforce_motion_limits=True).start()
+    except FrankaSimUnavailable as exc:
+        pytest.skip(f"franka-sim cannot run here: {exc}")
+    yield sim
+    sim.cleanup()
+
+
+@pytest.mark.slow
+def test_shipped_arm_package_reaches_the_goal_on_franka_sim(franka_sim):
+    from trainer.evaluate.arm import evaluate_arm
+
+    assert (PACKAGE / "manifest.json").is_file(), "the arm package is shipped"
+    report = evaluate_arm(PACKAGE, episodes=3, robot=f"franka:{franka_sim.host}", precision="int8", max_steps=80)
+    assert report["stop_reason"] == "", report["stop_reason"]
+    assert report["episodes"] == 3
+    assert report["reflexes"] == 0 and report["last_error"] is None
+    assert report["device_faults"] == 0 and report["refused_commands"] == 0 and report["estops"] == 0
+    assert report["bridge_rejected"] == 0
+    assert report["successes"] >= 2, report["per_episode"]  # 50-episode rate in docs/benchmarks.md
+    assert report["entered_avoid_box"] == 0, report["per_episode"]
