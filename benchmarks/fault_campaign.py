@@ -261,7 +261,8 @@ def build_joint_package(out: Path, kind: str) -> Path:
     _joint_generator(out / "generator.onnx", gain, follow, bias)
     names = ["agent_x", "agent_y"]
     to, tp, ta = JOINT_HORIZONS
-    m = Manifest(name=f"joints2-{kind}", method="rs_imle", task="two-joints", obs=ObsSpec(state_dim=2, state_names=names),
+    m = Manifest(name=f"joints2-{kind}", method="rs_imle", task="two-joints",
+                 obs=ObsSpec(state_dim=2, state_names=names),
                  action=ActionSpec(dim=2, names=names, low=[lo, lo], high=[hi, hi]),
                  horizons=Horizons(obs=to, pred=tp, action=ta), control=ControlSpec(period_s=0.1, candidates=4),
                  latent_shape=[tp, 2],
@@ -684,7 +685,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "ticks": ticks, "seed": args.seed, "robot_config": ROBOT_CONFIG, "imle_run_args": extra,
             "packages": {k: str(v) for k, v in packages.items()},
             "package_note": (f"package {args.package}" if args.package else
-                             "tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package)" if args.device == "python"
+                             "tiny HIL package (hil_tests/runtime_fixtures.build_tiny_package)"
+                             if args.device == "python"
                              else "two-joint agent_x/agent_y package (fault_campaign.build_joint_package)") +
             (", hostile packages from hil_tests/hostile_packages.py" if args.device == "python" else
              ", two-joint tampered/corner packages"),

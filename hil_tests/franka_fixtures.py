@@ -235,6 +235,17 @@ class FrankaSim:
         self.cleanup()
 
 
+def enforcing_sim_or_skip() -> "FrankaSim":
+    """franka-sim with its motion limits enforced, started; skips the calling test where it cannot run
+    (the module-scoped `franka_sim` fixtures of the HIL tests)."""
+    import pytest
+
+    try:
+        return FrankaSim(enforce_motion_limits=True).start()
+    except FrankaSimUnavailable as exc:
+        pytest.skip(f"franka-sim cannot run here: {exc}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Serve franka-sim on a loopback address until Ctrl-C (for trying the bridge by hand)."""
     import argparse
@@ -267,3 +278,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

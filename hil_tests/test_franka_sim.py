@@ -22,7 +22,7 @@ from firmware_bridge.franka import DT, FR3, FrankaRobot, SafetyConfig  # noqa: E
 from firmware_bridge.protocol import StatusFlags  # noqa: E402
 from firmware_bridge.robot import Robot  # noqa: E402
 
-from franka_fixtures import FrankaSim, FrankaSimUnavailable  # noqa: E402  (hil_tests/ is on sys.path)
+from franka_fixtures import enforcing_sim_or_skip  # noqa: E402  (hil_tests/ is on sys.path)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -32,10 +32,7 @@ QCMD = slice(10, 17)  # extras: dq1..7, ee_x/y/z, q_cmd1..7
 
 @pytest.fixture(scope="module")
 def franka_sim():
-    try:
-        sim = FrankaSim(enforce_motion_limits=True).start()
-    except FrankaSimUnavailable as exc:
-        pytest.skip(f"franka-sim cannot run here: {exc}")
+    sim = enforcing_sim_or_skip()
     yield sim
     sim.cleanup()
 

@@ -93,6 +93,15 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"imle-train: error: {exc}", file=sys.stderr)
             return 2
         if args.nproc > 1:
+            try:  # what can be checked before the ranks start is one line here, not a race between ranks
+                batch = config_from_args(args).batch_size
+            except (DatasetError, ValueError) as exc:
+                print(f"imle-train: error: {exc}", file=sys.stderr)
+                return 2
+            if batch % args.nproc:
+                print(f"imle-train: error: --batch-size {batch} does not split evenly across {args.nproc} processes; "
+                      f"use a multiple of {args.nproc}", file=sys.stderr)
+                return 2
             return launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
     from trainer.train.loop import TrainingDiverged, train  # imports torch: after --help
 
