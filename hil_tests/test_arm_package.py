@@ -33,7 +33,11 @@ def test_shipped_arm_package_reaches_the_goal_on_franka_sim(franka_sim):
     assert report["stop_reason"] == "", report["stop_reason"]
     assert report["episodes"] == 3
     assert report["reflexes"] == 0 and report["last_error"] is None
-    assert report["device_faults"] == 0 and report["refused_commands"] == 0 and report["estops"] == 0
+    # Watchdog holds are the bridge's report that no command came for a while (between episodes, while the arm is
+    # driven to the next start, or when a loaded CI machine stalls the loop): counted, never a refusal. Anything else
+    # the device says is a failure.
+    assert set(report["device_fault_codes"]) <= {"WATCHDOG"}, report["device_fault_codes"]
+    assert report["refused_commands"] == 0 and report["estops"] == 0
     assert report["bridge_rejected"] == 0
     assert report["successes"] >= 2, report["per_episode"]  # 50-episode rate in docs/benchmarks.md
     # a success never entered the avoid box before reaching the goal (arm_success.judge); after it, an episode that

@@ -69,6 +69,7 @@ def summarise(verdicts: list, counters: Any, stats: Any) -> dict[str, Any]:
         "clipped": counters.clipped,
         "rate_limited": counters.rate_limited,
         "device_faults": counters.device_faults,
+        "device_fault_codes": dict(stats.device.get("faults", {})) if stats is not None else {},
         "refused_commands": counters.refused_commands,
         "bad_states": counters.bad_states,
         "estops": counters.estops,
