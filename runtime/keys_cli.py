@@ -21,13 +21,8 @@ def keygen_main(argv: list[str] | None = None) -> int:
 
     key = Path(args.out)
     pub = Path(args.pub) if args.pub else key.with_suffix(".pub")
-    try:
-        kid = generate_keypair(key, pub)
-    except PackageError as exc:
-        print(f"imle-keygen: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"imle-keygen: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+    kid = _one_line("imle-keygen", generate_keypair, key, pub)
+    if kid is None:
         return 2
     print(f"key {kid}: private {key} (0600), public {pub}")
     return 0
@@ -41,13 +36,19 @@ def sign_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from runtime.signing import sign_package
 
-    try:
-        sig = sign_package(args.package, args.key)
-    except PackageError as exc:
-        print(f"imle-sign: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"imle-sign: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+    sig = _one_line("imle-sign", sign_package, args.package, args.key)
+    if sig is None:
         return 2
     print(f"signed {args.package} with key {sig.key_id}")
     return 0
+
+
+def _one_line(prog: str, fn, *args):
+    """fn(*args), or None after printing a package or file error as one line (no traceback)."""
+    try:
+        return fn(*args)
+    except PackageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"{prog}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+    return None
