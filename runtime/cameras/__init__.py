@@ -1,0 +1,117 @@
+"""Camera sources behind one interface (one module and one config dataclass per source, one registry).
+
+    --camera picamera2 [--camera.fps 30]            a Raspberry Pi camera (picamera2; imported when opened)
+    --camera v4l2 --camera.device /dev/video0       a USB / V4L2 camera through PyAV
+    --camera simulated                              draws the emulated Push-T plant from the robot's States
+    --camera recorded --camera.path frames.npz      frames + timestamps from a file (tests, replays)
+    --camera synthetic                              a moving gradient: only by explicit choice
+
+The `--camera.FIELD VALUE` options are generated from the dataclasses' fields (as runtime.robots does
+for --robot.FIELD). Every source delivers runtime.cameras.frame.Frame (RGB uint8 [H, W, 3], capture
+time on time.monotonic()'s clock, sequence number); a FrameStream reads it off the tick thread and a
+FrameMonitor decides every tick whether the frame may be used. Every mistake a user can make is a
+one-line CameraSpecError.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Mapping, Optional, Sequence
+
+from runtime.cameras.base import Camera, CameraContext, CameraSettings, CameraSpecError
+from runtime.cameras.frame import Frame, FrameError, frame_problem, resize_nearest
+from runtime.cameras.monitor import FrameMonitor, default_max_age
+from runtime.cameras.picamera2_source import Picamera2Config
+from runtime.cameras.recorded import RecordedConfig
+from runtime.cameras.simulated import SimulatedConfig
+from runtime.cameras.stream import CameraTimeout, FrameStream
+from runtime.cameras.synthetic import SyntheticConfig
+from runtime.cameras.v4l2 import V4L2Config
+from runtime.robots.fields import FieldInfo, RobotSpecError, field_infos, from_text
+
+REGISTRY: dict[str, type[CameraSettings]] = {c.TYPE: c for c in (Picamera2Config, V4L2Config, SimulatedConfig,
+                                                                  RecordedConfig, SyntheticConfig)}
+ALIASES = {"picamera": "picamera2", "standin": "synthetic", "stand-in": "synthetic"}  # the old --camera values
+OPTION_PREFIX = "--camera."
+NAMES_HELP = ", ".join(REGISTRY)
+
+__all__ = ["ALIASES", "REGISTRY", "Camera", "CameraContext", "CameraSettings", "CameraSpecError", "CameraTimeout",
+           "Frame", "FrameError", "FrameMonitor", "FrameStream", "add_camera_arguments", "build_camera_settings",
+           "camera_cli_values", "camera_fields", "default_max_age", "frame_problem", "open_stream",
+           "resize_nearest", "unknown_camera_options"]
+
+
+def camera_fields(kind: str) -> dict[str, FieldInfo]:
+    return {f.name: f for f in field_infos(REGISTRY[kind])}
+
+
+def all_fields() -> dict[str, list[tuple[str, FieldInfo]]]:
+    out: dict[str, list[tuple[str, FieldInfo]]] = {}
+    for kind in REGISTRY:
+        for name, info in camera_fields(kind).items():
+            out.setdefault(name, []).append((kind, info))
+    return out
+
+
+def add_camera_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--camera NAME and one --camera.FIELD option per field of the registered sources."""
+    g = parser.add_argument_group("camera", f"the camera of an image policy: --camera NAME ({NAMES_HELP}) with "
+                                  "--camera.FIELD VALUE options; an image package needs one")
+    g.add_argument("--camera", default=None, metavar="NAME",
+                   help=f"{NAMES_HELP} (synthetic: fake gradient frames, only for tests and timing)")
+    for name, owners in all_fields().items():
+        info = owners[0][1]
+        kinds = ", ".join(k for k, _ in owners)
+        choices = f" [{'|'.join(info.choices)}]" if info.choices else ""
+        metavar = {str: "TEXT", int: "N", float: "X", bool: "BOOL"}[info.type]
+        kw: dict[str, Any] = {"nargs": "?", "const": "true"} if info.type is bool else {}
+        g.add_argument(OPTION_PREFIX + name, dest="camera__" + name, default=None, metavar=metavar,
+                       help=f"({kinds}) {info.help}{choices}", **kw)
+    return g
+
+
+def unknown_camera_options(argv: Sequence[str]) -> Optional[str]:
+    """A one-line error for a --camera.FIELD that no camera source has (before argparse sees it)."""
+    known = all_fields()
+    for arg in argv:
+        if arg.startswith(OPTION_PREFIX):
+            name = arg[len(OPTION_PREFIX):].split("=", 1)[0]
+            if name not in known:
+                return f"unknown camera option {OPTION_PREFIX}{name} (camera fields: {', '.join(known)})"
+    return None
+
+
+def camera_cli_values(args: argparse.Namespace) -> dict[str, str]:
+    return {name: getattr(args, "camera__" + name) for name in all_fields()
+            if getattr(args, "camera__" + name, None) is not None}
+
+
+def build_camera_settings(name: str, options: Mapping[str, str]) -> CameraSettings:
+    """--camera NAME and its --camera.FIELD values -> the source's configuration (CameraSpecError, one line)."""
+    kind = ALIASES.get(str(name).strip(), str(name).strip())
+    if kind not in REGISTRY:
+        raise CameraSpecError(f"unknown camera {name!r}: use one of {NAMES_HELP}")
+    fields = camera_fields(kind)
+    values = {}
+    try:
+        for key, text in options.items():
+            if key not in fields:
+                raise CameraSpecError(f"{OPTION_PREFIX}{key} does not apply to a {kind} camera "
+                                      f"(its fields: {', '.join(fields) or 'none'})")
+            values[key] = from_text(fields[key], text, f"{OPTION_PREFIX}{key}")
+        return REGISTRY[kind](**values)
+    except RobotSpecError as exc:  # the shared field converters' error: the same one line, as a camera error
+        raise CameraSpecError(str(exc).replace("robot.", "camera.")) from None
+
+
+def open_stream(settings: CameraSettings, context: CameraContext, first_frame_timeout_s: float = 2.0) -> FrameStream:
+    """Open the camera and start reading it; CameraSpecError (one line) when it cannot."""
+    camera = settings.open(context)
+    try:
+        return FrameStream(camera, context.shape, first_frame_timeout_s)
+    except CameraSpecError:
+        raise
+    except Exception as exc:
+        try:
+            camera.close()
+        finally:
+            raise CameraSpecError(f"camera {settings.label()}: {' '.join(str(exc).split())[:200]}") from None
