@@ -5,6 +5,7 @@
              [--episodes N] [--seed S] [--precision int8|fp32] [--candidates N] [--threads T]
              [--max-steps 300] [--out DIR] [--save-media] [--robot-config FILE]
              [--on-device-fault stop|hold] [--release-estop] [--takeover]
+             [--camera NAME --camera.FIELD VALUE ...] [--camera-max-age S] [--camera-max-stale N]
 
 Ctrl-C / SIGTERM engage the robot's e-stop (retried until the device confirms it), then print the
 summary and exit. Mistakes are reported on one line. The exit status says how the run went (EPILOG).
@@ -26,9 +27,11 @@ EPILOG = """exit status:
   0    clean: every episode ran and the device reported nothing
   2    a mistake: command line, package, robot config, connection (one line on stderr)
   3    the run completed, but the device reported faults or refused commands, States were
-       bad, or the link dropped (counts in the summary table and summary.json)
+       bad, the link dropped, or camera frames were stale (counts in the summary table and
+       summary.json)
   4    the run stopped early: device e-stop, device fault (--on-device-fault stop), too many
-       bad States in a row, link lost, an error inside the run; the device was e-stopped
+       bad States or stale camera frames in a row, link lost, an error inside the run; the
+       device was e-stopped
   5    an e-stop was needed and the device did NOT confirm it: make the robot safe by hand
   130  interrupted (Ctrl-C / SIGTERM), e-stop confirmed by the device
 
@@ -37,7 +40,11 @@ is not driven unless --release-estop is given (the release must be confirmed by 
 Limits: the position box is the intersection of the device's limits, --robot-config and the
 package's action range (a package can narrow it, never widen it); a per-command step limit
 always applies (robot config, device max_velocity * period or max_step; else 10% of the joint
-range). The limits used are printed and written to summary.json."""
+range). The limits used are printed and written to summary.json.
+Cameras: an image package needs --camera (picamera2, v4l2, simulated, recorded; synthetic only
+for fake frames, flagged in the summary). Every tick the frame nearest to the State's time is
+checked: older than --camera-max-age, the same frame too many ticks, or none at all holds the
+robot (counted); --camera-max-stale such ticks in a row stop the run (exit 4)."""
 
 
 class UserError(Exception):
@@ -93,8 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the device's e-stop is engaged from before: release it (confirmed) and run")
     s.add_argument("--takeover", action="store_true",
                    help="take the device over from another host's session that is still alive (= --robot.takeover)")
-    p.add_argument("--camera", choices=("picamera", "standin"), default=None,
-                   help="camera for image policies (standin: synthetic frames)")
+    from runtime.cameras import add_camera_arguments
+    from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, DEFAULT_MAX_STALE
+    cam = add_camera_arguments(p)
+    cam.add_argument("--camera-max-age", type=float, default=None, metavar="S",
+                     help="a frame older than this when a tick uses it holds the robot (default: 2 control periods, "
+                          "at least 0.1 s: older shows the scene as it was more than two commands ago; the floor "
+                          "leaves room for a USB camera's latency at fast rates)")
+    cam.add_argument("--camera-max-repeat", type=int, default=DEFAULT_MAX_REPEAT, metavar="N",
+                     help="the same frame (sequence number) used for more ticks in a row than this holds the robot")
+    cam.add_argument("--camera-max-stale", type=int, default=DEFAULT_MAX_STALE, metavar="N",
+                     help="this many camera holds in a row stop the run (exit 4)")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
                    help="live status line on stderr (auto: when stderr is a terminal)")
     # Host-side fault injection for the hardware-in-the-loop tests (hidden from --help).
@@ -269,6 +285,49 @@ def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: 
     return written
 
 
+def _camera_settings(args: argparse.Namespace, policy: Any) -> Any:
+    """The camera an image package needs, named explicitly (never a silent stand-in); None for a state
+    package. UserError (one line) for a missing, unknown or misconfigured camera."""
+    from runtime.cameras import NAMES_HELP, CameraSpecError, build_camera_settings, camera_cli_values
+    image = policy.manifest.obs.image_shape
+    options = camera_cli_values(args)
+    name = Path(args.package).name
+    if image is None:
+        if args.camera is not None or options:
+            given = f"--camera {args.camera}" if args.camera is not None else f"--camera.{next(iter(options))}"
+            raise UserError(f"{given}: package {name} sees no camera (a state policy); drop the camera options")
+        return None
+    if args.camera is None:
+        raise UserError(f"package {name} sees a camera ({'x'.join(map(str, image))} frames): give --camera NAME "
+                        f"({NAMES_HELP}); --camera synthetic runs it on fake frames")
+    age = args.camera_max_age
+    if age is not None and not (math.isfinite(age) and 0 < age <= 60):
+        raise UserError(f"--camera-max-age must be a number of seconds in (0, 60], got {age!r}")
+    for flag, value in (("--camera-max-repeat", args.camera_max_repeat), ("--camera-max-stale", args.camera_max_stale)):
+        if not 1 <= value <= 1_000_000:
+            raise UserError(f"{flag} must be an integer in 1..1000000, got {value}")
+    try:
+        return build_camera_settings(args.camera, options)
+    except CameraSpecError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _open_camera(settings: Any, policy: Any, handle: Any, period: float) -> Any:
+    from runtime.cameras import CameraContext, CameraSpecError, open_stream
+    c, h, w = policy.manifest.obs.image_shape
+    try:
+        stream = open_stream(settings, CameraContext((h, w, c), period, handle.lockstep, handle.robot,
+                                                     handle.capabilities))
+    except CameraSpecError as exc:
+        raise UserError(str(exc)) from None
+    if stream.synthetic:
+        print(f"{PROG}: WARNING: camera {stream.label}: the policy sees SYNTHETIC frames, not the scene",
+              file=sys.stderr)
+    else:
+        print(f"{PROG}: camera: {stream.label}", file=sys.stderr)
+    return stream
+
+
 def _robot_settings(args: argparse.Namespace, robot_config: Any) -> Any:
     """The robot configuration: the robot config's [robot] table < --robot < --robot.FIELD (and --takeover)."""
     from dataclasses import replace
@@ -301,7 +360,8 @@ def _name_maps(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]
 def main(argv: Optional[list[str]] = None) -> int:
     from runtime.robots import unknown_robot_options
     argv = list(sys.argv[1:] if argv is None else argv)
-    unknown = unknown_robot_options(argv)
+    from runtime.cameras import unknown_camera_options
+    unknown = unknown_robot_options(argv) or unknown_camera_options(argv)
     if unknown:
         return _fail(unknown)
     args = build_parser().parse_args(argv)
@@ -311,6 +371,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _fail("--save-media needs --out DIR")
     handle = None
     loop = None
+    camera = None
     code = 0
     try:
         stall_step, stall_s = _parse_stall(args.inject_stall)
@@ -321,6 +382,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         settings = _robot_settings(args, robot_config)
         _check_out_dir(args.out)
         policy = _load_policy(args)
+        camera_settings = _camera_settings(args, policy)
         from runtime.safety import SafetyConfigError, check_period
         try:
             period = check_period(args.period if args.period is not None else policy.manifest.control.period_s,
@@ -339,18 +401,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                             lockstep=handle.lockstep, lead_ticks=args.lead, spin_s=args.spin_ms / 1e3,
                             realtime_priority=args.rt_priority, robot_config=robot_config,
                             on_device_fault=args.on_device_fault, release_estop=args.release_estop,
-                            obs_map=obs_map, joint_map=joint_map,
+                            obs_map=obs_map, joint_map=joint_map, camera_max_age_s=args.camera_max_age,
+                            camera_max_repeat=args.camera_max_repeat, camera_max_stale=args.camera_max_stale,
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
                                                   nan_plan=args.inject_nan_plan, jump_at_step=jump_step,
                                                   jump_px=jump_px, jump_count=jump_count))
-        camera = None
-        if policy.manifest.obs.image_shape is not None:
-            from runtime.sensors import LatestFrame, make_camera
-            c, h, w = policy.manifest.obs.image_shape
-            try:
-                camera = LatestFrame(make_camera(args.camera or "standin", (h, w, c)))
-            except RuntimeError as exc:
-                raise UserError(str(exc)) from None
+        if camera_settings is not None:
+            camera = _open_camera(camera_settings, policy, handle, period)
         try:
             # episode i plans with seed S+i through Policy.reset(seed=): one onnxruntime session per run
             loop = ControlLoop(policy, handle.robot, config, handle.capabilities, camera)
@@ -371,8 +428,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             if status:
                 status.stop()
-            if camera is not None:
-                camera.close()
             # Ctrl-C after the run (while the outputs are written) is a plain interrupt again
             signal.signal(signal.SIGINT, previous_handlers[0])
             signal.signal(signal.SIGTERM, previous_handlers[1])
@@ -422,6 +477,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         if loop is not None:
             loop.close()
+        if camera is not None:  # before the robot: the simulated camera reads the robot's States
+            camera.close()
         if handle is not None:
             try:
                 handle.close()

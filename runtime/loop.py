@@ -47,6 +47,8 @@ from runtime.robot_config import (DEFAULT_MAX_BAD_STATES, DEFAULT_STATE_MARGIN, 
 from runtime.safety import (FilterResult, LinkWatch, SafetyConfigError, SafetyFilter, check_period,
                             effective_limits)
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, PlanResult, lead_ticks
+from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, DEFAULT_MAX_STALE, FrameMonitor, default_max_age
+from runtime.cameras.timed import as_timed_source
 from runtime.sensors import FrameSource, ObservationHistory, StateMapper
 from runtime.state_check import StateCheck
 from runtime.stats import EpisodeStats, RunStats, StepLog, StepRecord
@@ -106,6 +108,9 @@ class LoopConfig:
     estop_retry_s: float = 0.05            # pause between e-stop attempts
     first_state_timeout_s: float = 1.0     # at start: wait this long for a State to check the e-stop flag
     wait_slice_s: float = 0.05             # sleeps are cut into slices this long (Ctrl-C is seen within one)
+    camera_max_age_s: Optional[float] = None  # a frame older than this holds the tick; None: 2 periods, >= 0.1 s
+    camera_max_repeat: int = DEFAULT_MAX_REPEAT  # the same frame used more ticks in a row than this holds
+    camera_max_stale: int = DEFAULT_MAX_STALE    # stop the run after this many camera holds in a row
     obs_map: dict[str, str] = field(default_factory=dict)    # policy observation -> robot name (operator's)
     joint_map: dict[str, str] = field(default_factory=dict)  # task joint -> robot joint (operator's)
     faults: FaultInjection = field(default_factory=FaultInjection)
@@ -246,10 +251,21 @@ class ControlLoop:
         if rc is not None and rc.link_give_up_s is not None:
             self.config = config = replace(config, link_give_up_s=rc.link_give_up_s)
         self.reports = DeviceReports(fault_flag_limit=config.fault_flag_limit)
-        self.camera = camera
         if sh.image_shape is not None and camera is None:
-            raise LoopError("this policy sees a camera: give the loop a camera (runtime.sensors)")
+            raise LoopError("this policy sees a camera: give the loop a camera (runtime.cameras)")
         frame_shape = (sh.image_shape[1], sh.image_shape[2], sh.image_shape[0]) if sh.image_shape else None
+        # Frames are paired with States by capture time and checked every tick (runtime.cameras.monitor).
+        self.camera = as_timed_source(camera) if camera is not None and frame_shape is not None else None
+        self.frame_monitor: Optional[FrameMonitor] = None
+        self._frame_pixels: Optional[np.ndarray] = None
+        if self.camera is not None:
+            max_age = config.camera_max_age_s if config.camera_max_age_s is not None else default_max_age(self.period)
+            if not (math.isfinite(max_age) and 0 < max_age <= 60 and config.camera_max_repeat >= 1
+                    and config.camera_max_stale >= 1):
+                raise LoopError(f"camera limits must be: max age in (0, 60] s, max repeat >= 1, max stale >= 1; got "
+                                f"{max_age!r}, {config.camera_max_repeat!r}, {config.camera_max_stale!r}")
+            self.frame_monitor = FrameMonitor(max_age, config.camera_max_repeat, config.camera_max_stale,
+                                              shape=frame_shape)
         self.history = ObservationHistory(sh.obs_horizon, sh.state_dim, frame_shape)
         self.schedule = ActionSchedule(sh.obs_horizon, sh.action_horizon, config.use_tail)
         self.watch = LinkWatch(config.stale_timeout_s)
@@ -319,7 +335,20 @@ class ControlLoop:
         return None if imgs is None else np.ascontiguousarray(imgs.transpose(0, 3, 1, 2))  # [To,H,W,3]->[To,3,H,W]
 
     def _frame(self) -> Optional[np.ndarray]:
-        return None if self.camera is None else self.camera.latest()
+        """The frame paired with the State being observed (set by _camera_ok)."""
+        return self._frame_pixels
+
+    def _camera_ok(self, state: State, now: Optional[float]) -> bool:
+        """Pick the frame captured nearest to (not after) the State's time and check it (age at `now`, or
+        at the State's time in lock-step, where the loop's own planning time is not the camera's age).
+        False: hold this tick (counted by the monitor)."""
+        assert self.camera is not None and self.frame_monitor is not None
+        t_state = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
+        wait = max(self.frame_monitor.max_age_s, 0.5) if now is None else 0.0  # lock-step: this State's frame
+        frame = self.camera.frame_at(t_state, wait)
+        ok = self.frame_monitor.check(frame, t_state if now is None else now)
+        self._frame_pixels = frame.pixels if ok and frame is not None else None
+        return ok
 
     # ------------------------------------------------------------------ robot helpers
     def _reset_plant(self, seed: int) -> Optional[State]:
@@ -579,6 +608,11 @@ class ControlLoop:
         c.bad_states = self.state_check.bad_total
         self.stats.device = self.reports.as_dict()
         self.stats.states = self.state_check.as_dict()
+        if self.camera is not None and self.frame_monitor is not None:
+            from runtime.stats import percentiles
+            c.camera_holds = self.frame_monitor.holds
+            self.stats.camera = {**self.camera.as_dict(), **self.frame_monitor.as_dict(),
+                                 "frame_age_ms": percentiles(self.frame_monitor.ages_s, 1e3)}
         try:
             self.stats.link = _link_stats(self.robot)
         except Exception:
@@ -642,6 +676,25 @@ class ControlLoop:
                     break
                 c.held_ticks += 1
                 self._record(ep.index, step, step, math.nan, math.nan, "bad-state", plan_id, None, fr, state)
+                state = self._lockstep_send(ep, fr.command)
+                if state is None:
+                    break
+                step += 1
+                continue
+            if self.camera is not None and not self._camera_ok(state, None):
+                assert self.frame_monitor is not None
+                if self.frame_monitor.exhausted:
+                    self._stop_run(ep, self.frame_monitor.stop_reason())
+                    break
+                if step >= cfg.max_steps:
+                    break
+                fr = self.safety.hold(None)
+                if fr.command is None:  # lock-step cannot go on without a command to hold
+                    self._stop_run(ep, f"camera: no usable frame and no command to hold ({self.frame_monitor.last_error})")
+                    break
+                c.held_ticks += 1
+                c.camera_holds += 1
+                self._record(ep.index, step, step, math.nan, math.nan, "camera-hold", plan_id, None, fr, state)
                 state = self._lockstep_send(ep, fr.command)
                 if state is None:
                     break
@@ -753,6 +806,11 @@ class ControlLoop:
         first runs are slow, and the measured latency sets the first plans' lead."""
         if self.state_check.problem(state) is not None:
             return  # never plan from a bad State; the first ticks measure the latency instead
+        if self.camera is not None:
+            frame = self.camera.latest_frame()
+            if frame is None or self.frame_monitor is None or self.frame_monitor.problem_of(frame) is not None:
+                return  # no usable frame yet: the first ticks measure the latency instead
+            self._frame_pixels = frame.pixels
         self.history.reset()
         self.history.push(self.mapper(state.positions, state.extras), self._frame())
         for _ in range(plans):
@@ -861,6 +919,20 @@ class ControlLoop:
                 c.held_ticks += 1
                 self._record(ep.index, step, k, deadline, now, "fault-hold", -1, None, fr, state)
                 step += 1
+                k += 1
+                continue
+            if self.camera is not None and not self._camera_ok(state, now):
+                # No fresh frame: the policy would plan from a scene that is gone. Hold the last command.
+                assert self.frame_monitor is not None
+                if self.frame_monitor.exhausted:
+                    self._stop_run(ep, self.frame_monitor.stop_reason())
+                    break
+                fr = self.safety.hold(None)
+                if fr.command is not None and self._send(fr.command) is None:
+                    c.send_failures += 1
+                c.held_ticks += 1
+                c.camera_holds += 1
+                self._record(ep.index, step, k, deadline, now, "camera-hold", -1, None, fr, state)
                 k += 1
                 continue
 

@@ -4,9 +4,8 @@
   first one (the rule the trainer's windows and the in-process evaluation use).
 - :class:`StateMapper`: a robot State (joint positions + extra sensors) -> the policy's state vector,
   matched strictly by name (or the operator's explicit mapping; runtime.binding), never by position.
-- Cameras: :class:`PiCamera` (picamera2, imported only when constructed: it cannot import off a
-  Raspberry Pi), :class:`StandInCamera` (synthetic frames of the same shape, for tests), and
-  :class:`LatestFrame`, which reads any camera in a background thread so a tick never waits on it.
+- Cameras live in runtime.cameras; :class:`StandInCamera`, :class:`PiCamera`, :class:`LatestFrame` and
+  :func:`make_camera` stay here for code written against this module.
 """
 from __future__ import annotations
 
@@ -137,8 +136,15 @@ class StateMapper:
 
 
 # ----------------------------------------------------------------------------- cameras
+# The camera sources live in runtime.cameras (one module per source, a registry, --camera.FIELD options,
+# timestamped Frames, the FrameStream and FrameMonitor the loop uses). The names below are kept for
+# code written against this module (imle-record, older tests).
+from runtime.cameras.frame import Frame, resize_nearest  # noqa: E402
+from runtime.cameras.stream import FrameStream  # noqa: E402
+
+
 class FrameSource(Protocol):
-    """What the control loop reads a camera through: the newest frame, never blocking (LatestFrame)."""
+    """What a consumer reads a camera through: the newest frame, never blocking (LatestFrame)."""
 
     def latest(self) -> np.ndarray: ...  # [H, W, 3] RGB uint8
 
@@ -146,36 +152,20 @@ class FrameSource(Protocol):
 class Camera(Protocol):
     shape: tuple[int, int, int]
 
-    def read(self) -> np.ndarray: ...  # blocks until a frame: [H, W, 3] RGB uint8
+    def read(self) -> np.ndarray: ...  # blocks until a frame: [H, W, 3] RGB uint8 (or a Frame)
 
     def close(self) -> None: ...
 
 
-def resize_nearest(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then nearest-neighbour resample (numpy only)."""
-    h, w = frame.shape[:2]
-    th, tw = shape
-    if (h, w) == (th, tw):
-        return frame
-    if h * tw > w * th:  # too tall
-        ch = w * th // tw
-        top = (h - ch) // 2
-        frame, h = frame[top:top + ch], ch
-    elif h * tw < w * th:  # too wide
-        cw = h * tw // th
-        left = (w - cw) // 2
-        frame, w = frame[:, left:left + cw], cw
-    rows = (np.arange(th) * h // th).astype(np.intp)
-    cols = (np.arange(tw) * w // tw).astype(np.intp)
-    return frame[rows][:, cols]
-
-
 class StandInCamera:
-    """Synthetic frames with the camera's shape, for tests and for machines without a camera.
+    """Synthetic frames with the camera's shape, for tests (never chosen silently: runtime.cameras'
+    `synthetic` source is the command-line's explicit choice).
 
-    `frame_fn(index) -> [H, W, 3] uint8` supplies frames (e.g. a renderer of the simulated plant);
-    without one, a deterministic moving gradient. `fps` > 0 paces read() like a real camera.
+    `frame_fn(index) -> [H, W, 3] uint8` supplies frames; without one, a deterministic moving gradient.
+    `fps` > 0 paces read() like a real camera.
     """
+    label = "synthetic"
+    synthetic = True
 
     def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE,
                  frame_fn: Optional[Callable[[int], np.ndarray]] = None, fps: float = 0.0) -> None:
@@ -211,84 +201,39 @@ class StandInCamera:
 
 
 class PiCamera:
-    """Raspberry Pi camera through picamera2, delivering [H, W, 3] RGB uint8 frames.
-
-    libcamera's "RGB888" format is B, G, R in memory, so channels are reversed here. The ISP scales
-    to a small size; if it hands back another size, frames are centre-cropped and resampled.
-    """
+    """Raspberry Pi camera (runtime.cameras.picamera2_source); RuntimeError when picamera2 is absent.
+    read() gives timestamped Frames (FrameStream / LatestFrame accept them)."""
 
     def __init__(self, shape: tuple[int, int, int] = FRAME_SHAPE, capture_size: tuple[int, int] = (128, 96)) -> None:
+        from runtime.cameras.base import CameraSpecError
+        from runtime.cameras.picamera2_source import Picamera2Camera, Picamera2Config
         try:
-            from picamera2 import Picamera2  # only on a Raspberry Pi
-        except ImportError as exc:
-            raise RuntimeError(f"picamera2 is not available ({exc}); install the 'camera' extra on a Raspberry "
-                               f"Pi, or use the stand-in camera") from None
+            self._cam = Picamera2Camera(tuple(shape), Picamera2Config(capture_width=capture_size[0],
+                                                                      capture_height=capture_size[1]))
+        except CameraSpecError as exc:
+            raise RuntimeError(str(exc)) from None
         self.shape = tuple(shape)  # type: ignore[assignment]
-        self._cam = Picamera2()
-        config = self._cam.create_video_configuration(main={"size": capture_size, "format": "RGB888"})
-        self._cam.configure(config)
-        self._cam.start()
+        self.label, self.synthetic = self._cam.label, False
 
-    def read(self) -> np.ndarray:
-        frame = self._cam.capture_array("main")[..., :3][..., ::-1]
-        return np.ascontiguousarray(resize_nearest(frame, self.shape[:2]))
+    def read(self) -> Frame:
+        return self._cam.read()
 
     def close(self) -> None:
-        try:
-            self._cam.stop()
-        finally:
-            self._cam.close()
+        self._cam.close()
 
 
-class LatestFrame:
-    """Runs camera.read() in a background thread and keeps the newest frame; latest() never blocks."""
+class LatestFrame(FrameStream):
+    """FrameStream over a camera whose read() gives pixels or Frames; latest() never blocks. Raises
+    RuntimeError (runtime.cameras.CameraTimeout) when no frame comes within `timeout_s`."""
 
     def __init__(self, camera: Camera, timeout_s: float = 2.0) -> None:
-        self.camera = camera
-        self.frames = 0
-        self.errors = 0
-        self._frame: Optional[np.ndarray] = None
-        self._stamp = 0.0
-        self._lock = threading.Lock()
-        self._have = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
-        self._thread.start()
-        if not self._have.wait(timeout_s):
-            self.close()
-            raise RuntimeError(f"the camera gave no frame within {timeout_s:g} s")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = self.camera.read()
-            except Exception:  # a camera hiccup must not kill the thread; age() shows it
-                self.errors += 1
-                self._stop.wait(0.05)
-                continue
-            with self._lock:
-                self._frame, self._stamp = frame, time.monotonic()
-                self.frames += 1
-            self._have.set()
-
-    def latest(self) -> np.ndarray:
-        with self._lock:
-            return self._frame  # type: ignore[return-value]
-
-    def age(self) -> float:
-        with self._lock:
-            return time.monotonic() - self._stamp
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1.0)
-        self.camera.close()
+        super().__init__(camera, tuple(camera.shape), timeout_s)
 
 
 def make_camera(spec: str, shape: tuple[int, int, int] = FRAME_SHAPE) -> Camera:
-    """'picamera' -> PiCamera; 'standin' -> StandInCamera (paced at 30 fps)."""
-    if spec == "picamera":
+    """'picamera' -> PiCamera; 'standin' -> StandInCamera (paced at 30 fps). imle-run uses runtime.cameras."""
+    if spec in ("picamera", "picamera2"):
         return PiCamera(shape)
-    if spec in ("standin", "stand-in", "fake"):
+    if spec in ("standin", "stand-in", "fake", "synthetic"):
         return StandInCamera(shape, fps=30.0)
     raise ValueError(f"unknown camera {spec!r}: use picamera or standin")

@@ -62,6 +62,7 @@ class Counters:
     device_faults: int = 0        # Fault messages from the device (any code)
     refused_commands: int = 0     # ... of which said a command was refused (ESTOP, BAD_COMMAND, IMPLAUSIBLE)
     fault_holds: int = 0          # ticks held because of a device fault (--on-device-fault hold)
+    camera_holds: int = 0         # ticks held because the camera frame was stale, missing, repeated or malformed
 
 
 # imle-run's exit codes (docs/deploy.md, `imle-run --help`)
@@ -94,6 +95,7 @@ class RunStats:
     device: dict[str, Any] = field(default_factory=dict)     # what the device reported (runtime.device_reports)
     states: dict[str, Any] = field(default_factory=dict)     # State checks (runtime.state_check)
     task: dict[str, Any] = field(default_factory=dict)       # the task's names bound to the robot's, success signal
+    camera: dict[str, Any] = field(default_factory=dict)     # the camera used and its frame checks (runtime.cameras)
     step_log: Optional["StepLog"] = field(default=None, repr=False)  # per-tick rows (not in the summary)
 
     def summary(self) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class RunStats:
             "limits": self.limits,
             "device_reports": self.device,
             "states": self.states,
+            "camera": self.camera or None,
             "exit_code": self.exit_code(),
             "outcome": OUTCOMES[self.exit_code()],
         }
@@ -133,7 +136,7 @@ class RunStats:
     def faults_seen(self) -> bool:
         c = self.counters
         return bool(c.device_faults or c.refused_commands or c.bad_states or c.fault_holds or c.link_loss_events
-                    or c.send_failures)
+                    or c.send_failures or c.camera_holds)
 
     def exit_code(self) -> int:
         """How the run went, as imle-run's exit status (most urgent first)."""
@@ -250,6 +253,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         + (f", flags seen: {', '.join(f'{k} {v}' for k, v in sorted(flags.items()))}" if flags else ""))
     if dev.get("last_fault"):
         lines.append(f"last device fault: {dev['last_fault']}")
+    lines.extend(camera_lines(summary.get("camera")))
     lim = (summary.get("limits") or {}).get("joints") or {}
     if lim:
         lines.append("limits: " + "; ".join(f"{n} [{_g(j['lower'])}, {_g(j['upper'])}] step {_g(j['max_step'])}"
@@ -281,6 +285,29 @@ def summary_table(summary: dict[str, Any]) -> str:
     if "exit_code" in summary:
         lines.append(f"outcome: {summary.get('outcome', '')} (exit {summary['exit_code']})")
     return "\n".join(lines)
+
+
+def camera_lines(cam: Optional[dict[str, Any]]) -> list[str]:
+    """The camera's lines of the summary table (none for a policy without a camera)."""
+    if not cam:
+        return []
+    age = cam.get("frame_age_ms") or {}
+    name = cam.get("name", "?")
+    if cam.get("synthetic"):
+        name = f"{name} -- SYNTHETIC FRAMES, NOT A CAMERA"
+    fps = cam.get("fps")
+    out = [f"camera: {name}, {_fmt(fps, 1) if isinstance(fps, float) else '-'} fps, frame age p50 "
+           f"{_fmt(age.get('p50', math.nan), 1)} ms p99 {_fmt(age.get('p99', math.nan), 1)} ms, drops "
+           f"{cam.get('drops', 0)}, stale holds {cam.get('stale_holds', 0)}"
+           + (f" ({', '.join(f'{k} {v}' for k, v in sorted((cam.get('holds_by_reason') or {}).items()))})"
+              if cam.get("holds_by_reason") else "")]
+    bad = cam.get("bad_frames") or {}
+    if bad or cam.get("errors") or cam.get("stopped"):
+        out.append(f"camera frames refused {sum(bad.values())}"
+                   + (f" ({', '.join(f'{k} {v}' for k, v in sorted(bad.items()))})" if bad else "")
+                   + f", read errors {cam.get('errors', 0)}"
+                   + (f", stopped: {cam['stopped']}" if cam.get("stopped") else ""))
+    return out
 
 
 def _g(x: Any) -> str:

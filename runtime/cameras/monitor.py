@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from runtime.cameras.frame import Frame
+from runtime.cameras.frame import Frame, frame_problem
 
 DEFAULT_MAX_REPEAT = 3
 DEFAULT_MAX_STALE = 5
@@ -30,6 +30,7 @@ class FrameMonitor:
     max_repeat: int = DEFAULT_MAX_REPEAT
     max_stale: int = DEFAULT_MAX_STALE
     future_tolerance_s: float = 0.05
+    shape: Optional[tuple[int, int, int]] = None  # [H, W, 3]: frames of another shape or dtype are refused
     holds: int = 0
     in_row: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -38,10 +39,17 @@ class FrameMonitor:
     _last_seq: Optional[int] = None
     _repeat: int = 0
 
+    def problem_of(self, frame: Any) -> Optional[str]:
+        """What is wrong with the frame itself (shape, dtype, timestamp), or None."""
+        return frame_problem(frame, self.shape) if self.shape is not None else None
+
     def problem(self, frame: Optional[Frame], now: float) -> Optional[tuple[str, str]]:
         if frame is None:
             self._last_seq, self._repeat = None, 0
             return "missing", "no camera frame at or before the State's time"
+        bad = self.problem_of(frame)
+        if bad is not None:
+            return "malformed", bad
         age = now - frame.t_capture
         self.ages_s.append(age)
         self._repeat = self._repeat + 1 if frame.seq == self._last_seq else 1
