@@ -67,6 +67,8 @@ def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state"
 
     Raises DatasetError with a one-line message if the file or its layout is wrong.
     """
+    from trainer.data.images import read_images  # images.py imports this module's errors
+
     p = Path(path)
     root, ends = open_buffer(p, hint=f" (set --data or ${PUSHT_ENV_VAR})")
     data: dict[str, np.ndarray] = {}
@@ -78,32 +80,31 @@ def load_replay_buffer(path: str | os.PathLike, keys: tuple[str, ...] = ("state"
             raise DatasetError(f"{p} has no data/{key} (it has: {', '.join(have) or 'nothing'})") from None
         if arr.shape[0] < ends[-1]:
             raise DatasetError(f"{p}: data/{key} has {arr.shape[0]} frames but episode_ends says {ends[-1]}")
-        values = arr[: int(ends[-1])]
-        if key in image_keys:
-            if np.issubdtype(values.dtype, np.floating):
-                check_finite(values, ends, f"data/{key}", p)  # NaN would become an arbitrary pixel
-            values = np.clip(values, 0, 255).astype(np.uint8)  # float 0..255 on disk; 4x smaller in RAM
-        else:
-            with np.errstate(over="ignore"):  # an overflow becomes inf, which the next line names
-                values = np.asarray(values, dtype=np.float32)
-            check_finite(values, ends, f"data/{key}", p)  # after the cast: 1e39 becomes inf here
+        if key in image_keys:  # decoded block by block into uint8: never the whole buffer as floats
+            data[key] = read_images(arr, int(ends[-1]), f"data/{key}", ends, p)
+            continue
+        with np.errstate(over="ignore"):  # an overflow becomes inf, which the next line names
+            values = np.asarray(arr[: int(ends[-1])], dtype=np.float32)
+        check_finite(values, ends, f"data/{key}", p)  # after the cast: 1e39 becomes inf here
         data[key] = values
     return ReplayBuffer(data=data, episode_ends=ends, path=str(p))
 
 
 def check_finite(values: np.ndarray, episode_ends: np.ndarray, key: str, path: str | os.PathLike = "",
-                 block: int = 1024) -> None:
+                 block: int = 1024, first_frame: int = 0) -> None:
     """DatasetError naming the episode and frame of the first NaN or inf in ``values`` [frames, ...]
-    (checked in blocks of frames: an image buffer is gigabytes and a full mask would double it)."""
+    (checked in blocks of frames: an image buffer is gigabytes and a full mask would double it);
+    ``first_frame``: the buffer frame of ``values[0]`` when ``values`` is a slice of the buffer."""
     for start in range(0, len(values), block):
         chunk = np.asarray(values[start:start + block])
         ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
         if ok.all():
             continue
-        frame = start + int(np.argmin(ok))
+        at = start + int(np.argmin(ok))
+        frame = first_frame + at
         episode = int(np.searchsorted(episode_ends, frame, side="right"))
         first = 0 if episode == 0 else int(episode_ends[episode - 1])
-        bad = chunk[frame - start].reshape(-1)
+        bad = chunk[at - start].reshape(-1)
         value = bad[~np.isfinite(bad)][0]
         where = f" in {path}" if path else ""
         raise DatasetError(f"{key}: non-finite value ({value}) in episode {episode} (frame {frame}, step "

@@ -1,8 +1,14 @@
-"""Observation encoders: state (identity or MLP) and a compact ResNet-18 with GroupNorm for images.
+"""Observation encoders: state (identity or MLP) and two image encoders.
 
-torchvision does not import beside the CPU torch wheel used here, so the ResNet-18 is our own
-(same block layout as torchvision's resnet18, BatchNorm replaced by GroupNorm as Diffusion Policy
-does, because BatchNorm statistics drift with small batches and EMA weights).
+- ``resnet18gn``: the paper's ResNet-18 with GroupNorm. torchvision does not import beside the CPU
+  torch wheel used here, so it is our own: torchvision's resnet18 block layout (7x7/2 stem + max
+  pool, 2-2-2-2 basic blocks of 64..512 channels), every BatchNorm replaced by GroupNorm with
+  channels // 16 groups (Diffusion Policy's ``replace_bn_with_gn``: BatchNorm statistics drift with
+  small batches and EMA weights) and the global average pool of Diffusion Policy's vision encoder
+  (``get_resnet`` with ``fc = Identity``) -> 512 features per frame.
+- ``light``: a CPU budget encoder: 4 conv layers (32-32-64-64 channels, GroupNorm, ReLU) and a
+  spatial-softmax keypoint head (robomimic's SpatialSoftmax, which Diffusion Policy's hybrid
+  encoder uses): 32 keypoints -> 64 features per frame, about 1/6 of ResNet-18's multiply-adds.
 """
 from __future__ import annotations
 
@@ -64,3 +70,52 @@ class ResNet18GN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x)).mean(dim=(2, 3))
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map [N, C, H, W] -> ``keypoints`` expected (x, y) positions in [-1, 1] -> [N, 2K]
+    (a 1x1 conv picks the keypoint maps, a softmax over each map gives its expected location)."""
+
+    def __init__(self, channels: int, keypoints: int):
+        super().__init__()
+        self.kp = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.kp(x)
+        n, k, h, w = x.shape
+        attn = torch.softmax(x.reshape(n, k, h * w), dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=attn.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=attn.dtype)
+        grid_x = xs.repeat(h)  # [h*w], x varies fastest (row-major pixels)
+        grid_y = ys.repeat_interleave(w)
+        return torch.cat([attn @ grid_x[:, None], attn @ grid_y[:, None]], dim=-1).reshape(n, 2 * k)
+
+
+class LightConvEncoder(nn.Module):
+    """4 conv layers (3x3; strides 2, 1, 2, 1; 32-32-64-64 channels; GroupNorm + ReLU) + spatial
+    softmax with 32 keypoints -> 64 features per frame."""
+
+    keypoints = 32
+    out_dim = 2 * keypoints
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for c_out, stride in [(32, 2), (32, 1), (64, 2), (64, 1)]:
+            layers += [nn.Conv2d(c, c_out, 3, stride, 1, bias=False), _gn(c_out), nn.ReLU()]
+            c = c_out
+        self.convs = nn.Sequential(*layers)
+        self.pool = SpatialSoftmax(c, self.keypoints)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.convs(x))
+
+
+IMAGE_ENCODERS = {"resnet18gn": ResNet18GN, "light": LightConvEncoder}
+
+
+def build_image_encoder(kind: str) -> nn.Module:
+    """The image encoder named ``kind`` (a key of IMAGE_ENCODERS); ``out_dim`` features per frame."""
+    if kind not in IMAGE_ENCODERS:
+        raise ValueError(f"unknown image encoder {kind!r} (one of {', '.join(IMAGE_ENCODERS)})")
+    return IMAGE_ENCODERS[kind]()

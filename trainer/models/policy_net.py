@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from trainer.models.encoders import ResNet18GN, StateEncoder
+from trainer.models.crop import centre_crop, check_crop, random_crop
+from trainer.models.encoders import StateEncoder, build_image_encoder
 from trainer.models.unet1d import ConditionalUnet1D, UNetConfig
 
 
@@ -21,7 +22,8 @@ class NetworkSpec:
     obs_horizon: int = 2
     pred_horizon: int = 16
     image_shape: tuple[int, int, int] | None = None  # (3, H, W) when the policy sees a camera
-    crop: int = 84  # random crop while training, centre crop otherwise (images only)
+    crop: int = 84  # random crop while training, centre crop otherwise (images only; 0: none)
+    image_encoder: str = "resnet18gn"  # trainer.models.encoders.IMAGE_ENCODERS
     state_encoder: str = "identity"
     state_hidden: int = 256
     angle_dims: tuple[int, ...] = ()  # state columns that are angles: fed as (sin, cos), not min-max
@@ -53,8 +55,9 @@ class PolicyNetwork(nn.Module):
         cond_dim = self.state_encoder.out_dim
         self.image_encoder = None
         if spec.image_shape is not None:
-            self.image_encoder = ResNet18GN()
-            cond_dim += ResNet18GN.out_dim * spec.obs_horizon
+            check_crop(spec.crop, spec.image_shape[1], spec.image_shape[2])  # CropError: one line, both sizes
+            self.image_encoder = build_image_encoder(spec.image_encoder)
+            cond_dim += self.image_encoder.out_dim * spec.obs_horizon
         self.cond_dim = cond_dim
         self.unet = ConditionalUnet1D(spec.action_dim, cond_dim, spec.unet)
 
@@ -74,18 +77,17 @@ class PolicyNetwork(nn.Module):
             x = torch.cat([x[..., keep], x[..., self.spec.state_dim:]], dim=-1)
         return x
 
+    def crop(self, obs_image: torch.Tensor) -> torch.Tensor:
+        """[B, To, 3, H, W] -> cropped frames: a random crop per frame while training (Diffusion Policy's
+        augmentation, on the frames' device), the centre crop in eval mode and in exported graphs."""
+        if self.training:
+            return random_crop(obs_image, self.spec.crop)
+        return centre_crop(obs_image, self.spec.crop)
+
     def _image_features(self, obs_image: torch.Tensor) -> torch.Tensor:
         b, t = obs_image.shape[:2]
-        img = obs_image.reshape(b * t, *obs_image.shape[2:]).float() / 255.0
-        c = self.spec.crop
-        h, w = img.shape[-2:]
-        if c and c < h:
-            if self.training:  # one random crop per batch: cheap augmentation, as in Diffusion Policy
-                top = int(torch.randint(0, h - c + 1, (1,)))
-                left = int(torch.randint(0, w - c + 1, (1,)))
-            else:
-                top, left = (h - c) // 2, (w - c) // 2
-            img = img[:, :, top:top + c, left:left + c]
+        img = self.crop(obs_image)  # cropped while still uint8: the float copy is the crop's size
+        img = img.reshape(b * t, *img.shape[2:]).float() / 255.0
         return self.image_encoder(img).reshape(b, -1)
 
     def encode(self, obs_state: torch.Tensor, obs_image: torch.Tensor | None = None) -> torch.Tensor:
