@@ -28,13 +28,20 @@ loss.png, config.json and episodes.json (the exact demonstration subset used).
 A task file that does not match the data (columns, keys, image shape) and NaN or inf in the data
 are refused before training, with one line naming the field or the episode and frame.
 
+Default recipes (a built-in task's hyper-parameters when no flag is given; each flag overrides one field):
+{recipes}
+Other tasks get the generic defaults shown with each flag.
+
 exit codes: 0 trained; 2 bad arguments, data or checkpoint; 3 training diverged (the loss or
 gradient became NaN or inf; the last checkpoint on disk is still good); 130 interrupted.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imle-train", description=__doc__, epilog=EPILOG,
+    from trainer.train.recipes import RECIPES
+
+    recipes = "\n".join(f"  {name}: {r.why}" for name, r in RECIPES.items())
+    p = argparse.ArgumentParser(prog="imle-train", description=__doc__, epilog=EPILOG.format(recipes=recipes),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="pusht-state", metavar="NAME|PATH",
                    help=f"a built-in task ({', '.join(TASKS)}) or a task file (.toml; imle-task init writes one); "
@@ -69,7 +76,8 @@ def config_from_args(args: argparse.Namespace):
     overrides = {name: values[name] for name, *_ in hyper_flags() if values.get(name) is not None}
     rs = {name.split(".", 1)[1]: values[name] for name, *_ in _rs_imle_flags() if values.get(name) is not None}
     if rs:
-        overrides["rs_imle"] = dataclasses.replace(RSIMLEConfig(), **rs)
+        # on top of the task's recipe: --epsilon alone keeps the recipe's m
+        overrides["rs_imle"] = dataclasses.replace(config_for_task(spec).rs_imle, **rs)
     if values.get("out_dir") is None and values.get("method") not in (None, "rs_imle"):
         overrides["out_dir"] = f"runs/{spec.name}-{values['method']}"
     cfg = config_for_task(spec, **overrides)

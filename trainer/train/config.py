@@ -140,9 +140,13 @@ def data_config_for(spec: TaskSpec, path: str = "") -> DataConfig:
 def config_for_task(spec: TaskSpec, **overrides) -> TrainConfig:
     """Default hyper-parameters for ``spec`` (batch size by modality, run directory by name) with its task
     facts filled in; ``overrides`` set TrainConfig fields (validated)."""
-    base = TrainConfig(task=spec.name, task_spec=spec.to_dict(), data=data_config_for(spec),
-                       angle_dims=spec.state.angle_dims,
-                       batch_size=IMAGE_BATCH_SIZE if spec.images else 128, out_dir=f"runs/{spec.name}")
+    from trainer.train.recipes import recipe_for
+
+    recipe = recipe_for(spec.name)
+    base = dict(task=spec.name, task_spec=spec.to_dict(), data=data_config_for(spec),
+                angle_dims=spec.state.angle_dims,
+                batch_size=IMAGE_BATCH_SIZE if spec.images else 128, out_dir=f"runs/{spec.name}")
+    base = TrainConfig(**{**base, **(recipe.overrides() if recipe else {})})
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
