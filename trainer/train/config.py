@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from runtime.package import METHODS
 from runtime.task_spec import TaskSpec
 from trainer.data.dataset import DataConfig
+from trainer.models.encoders import IMAGE_ENCODERS
 from trainer.models.unet1d import PRESETS
 from trainer.objectives.rs_imle import RSIMLEConfig
 from trainer.tasks import builtin_names, resolve_task
@@ -41,6 +42,12 @@ class TrainConfig:
         "U-Net size: " + ", ".join(f"{k} {'/'.join(map(str, v.down_dims))}" + (" (default)" if k == "small" else "")
                                    for k, v in PRESETS.items()), flag="preset", choices=tuple(PRESETS)))
     state_encoder: str = field(default="identity", metadata=_flag("state encoder", choices=STATE_ENCODERS))
+    image_encoder: str = field(default="resnet18gn", metadata=_flag(
+        "image tasks: resnet18gn (the paper's ResNet-18 with GroupNorm, default) or light (4 conv layers + spatial "
+        "softmax keypoints, for CPU budgets)", choices=tuple(IMAGE_ENCODERS)))
+    image_crop: int = field(default=84, metadata=_flag(
+        "image tasks: side of the random crop per frame while training, centre crop at evaluation and export "
+        "(default 84 of Push-T's 96, as Diffusion Policy; 0: none)"))
     angle_dims: tuple[int, ...] = ()  # observed columns that are angles (from the task's `angles`)
     rs_imle: RSIMLEConfig = field(default_factory=RSIMLEConfig)
     steps: int = field(default=3000, metadata=_flag("total optimiser steps"))
@@ -88,11 +95,12 @@ class TrainConfig:
         # "custom": a network built outside imle-train (trainer.export.synthetic); its checkpoint's spec holds the U-Net
         need(self.net_preset in (*PRESETS, "custom"), "net_preset", f"one of {', '.join(PRESETS)}")
         need(self.state_encoder in STATE_ENCODERS, "state_encoder", f"one of {', '.join(STATE_ENCODERS)}")
+        need(self.image_encoder in IMAGE_ENCODERS, "image_encoder", f"one of {', '.join(IMAGE_ENCODERS)}")
         for name in SPEED_FIELDS:
             need(getattr(self, name) in SPEED_CHOICES, name, f"one of {', '.join(SPEED_CHOICES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "eval_episodes"):
             need(_is_int(getattr(self, name)) and getattr(self, name) > 0, name, "a positive integer")
-        for name in ("warmup_steps", "seed", "threads", "eval_every"):
+        for name in ("warmup_steps", "seed", "threads", "eval_every", "image_crop"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         need(_finite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")

@@ -71,6 +71,7 @@ def network_spec(cfg: TrainConfig, dataset: DemoDataset, timestep_embed_dim: int
     return NetworkSpec(state_dim=dataset.state_dim, action_dim=dataset.action_dim,
                        obs_horizon=cfg.data.obs_horizon, pred_horizon=cfg.data.pred_horizon,
                        image_shape=dataset.image_shape, state_encoder=cfg.state_encoder,
+                       image_encoder=cfg.image_encoder, crop=cfg.image_crop,
                        angle_dims=cfg.angle_dims, unet=unet)
 
 
@@ -83,7 +84,7 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str,
 
 
 # config keys added since older checkpoints were written: a run saved without them resumes if the rest agrees
-_ADDED = {"task_spec", "data.state_key", "data.action_key", "data.image_key"}
+_ADDED = {"task_spec", "data.state_key", "data.action_key", "data.image_key", "image_encoder", "image_crop"}
 
 
 def same_config(saved: dict, current: dict, prefix: str = "") -> bool:
