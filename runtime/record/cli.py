@@ -4,11 +4,17 @@
                 --source scripted:MODULE:FUNCTION | keyboard
                 [--episodes N] [--seed S] [--max-steps N] [--review ask|auto] [--require-success]
                 [--camera standin|picamera] [--robot-config FILE] [--obs-map ...] [--joint-map ...]
+                [--start MODULE:FUNCTION [--start-speed V] [--start-tolerance T] [--start-timeout S]]
     imle-record --out demos.zarr --discard-last
 
 Each episode is stored only when it is kept (`--review ask`: a prompt after every episode, keep /
 discard and re-record / quit; `auto`: keep every episode that ended normally), and then atomically:
 Ctrl-C, a crash or SIGKILL never damage the episodes already stored.
+
+`--start MODULE:FUNCTION`: FUNCTION(task, seed) gives each episode's start pose (the task's action
+order); before the episode the robot is driven there slowly through the same robot interface, inside
+its limits, and the move is not recorded (runtime.record.start). This is how episodes start at chosen
+poses on a real robot.
 """
 from __future__ import annotations
 
@@ -22,9 +28,11 @@ PROG = "imle-record"
 
 EPILOG = """exit status:
   0    every requested episode was stored (or --discard-last done)
-  2    a mistake: command line, task, buffer, robot, source (one line on stderr)
+  2    a mistake: command line, task, buffer, robot, source, a start pose outside the robot's limits
+       (one line on stderr)
   3    the attempts ran out before --episodes episodes were kept
-  4    an episode was aborted (device e-stop or fault, bad State, link lost, a source error);
+  4    an episode was aborted (device e-stop or fault, bad State, link lost, a source error, the robot
+       did not reach the start pose);
        the device was e-stopped; the episodes stored before it are intact
   5    an e-stop was needed and the device did NOT confirm it: make the robot safe by hand
   130  interrupted (Ctrl-C / SIGTERM), e-stop confirmed; the episode in progress was not stored"""
@@ -61,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--obs-map", default=None, metavar="TASK=ROBOT,...", help="read state column TASK from ROBOT")
     p.add_argument("--joint-map", default=None, metavar="TASK=ROBOT,...", help="task joint TASK is robot joint ROBOT")
     p.add_argument("--takeover", action="store_true", help="take the device over from another host's session")
+    p.add_argument("--start", default=None, metavar="MODULE:FUNCTION",
+                   help="FUNCTION(task, seed) -> the episode's start pose (task action order); the robot is "
+                        "moved there before each episode (not recorded)")
+    p.add_argument("--start-speed", type=float, default=0.25, metavar="V",
+                   help="largest joint speed of the move to start (robot units/s; default 0.25)")
+    p.add_argument("--start-tolerance", type=float, default=0.01, metavar="T",
+                   help="the move ends when every joint is within T of the start (default 0.01)")
+    p.add_argument("--start-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds after the move's ramp to get within tolerance, else abort (default 5)")
     return p
 
 
@@ -119,6 +136,8 @@ def _review(res: Any, mode: str, require_success: bool, ask: Callable[[str], str
     succ = "-" if res.success is None else ("yes" if res.success else "no")
     line = (f"episode {res.index}: seed {res.seed}, {res.steps} steps, ended: {res.ended}, success: {succ}, "
             f"clipped {res.clipped}, rate-limited {res.rate_limited}")
+    if getattr(res, "move", None) is not None:
+        line += f", moved to start in {res.move.ticks} commands (off by {res.move.error:.4f})"
     if mode == "auto":
         keep = not (require_success and res.success is not True)
         print(f"{line} -> {'kept' if keep else 'discarded (no success)'}")
@@ -151,6 +170,22 @@ def _settings(args: argparse.Namespace, robot_config: Any) -> Any:
     for note in notes:
         print(f"{PROG}: note: {note}", file=sys.stderr)
     return settings
+
+
+def _start_function(args: argparse.Namespace) -> Optional[Callable[[Any, int], Any]]:
+    """The --start function and the move's settings, checked before anything is connected."""
+    from runtime.record.sources import SourceError, load_function
+    from runtime.record.start import MoveToStartConfig, StartError
+    try:
+        MoveToStartConfig(args.start_speed, args.start_tolerance, args.start_timeout).check()
+    except StartError as exc:
+        raise UserError(str(exc).replace("move to start: ", "--start-").replace("timeout_s", "timeout")) from None
+    if args.start is None:
+        return None
+    try:
+        return load_function(args.start, "--start", "start function")
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, dict]:
@@ -202,6 +237,7 @@ def main(argv: Optional[list[str]] = None, ask: Callable[[str], str] = _ask) -> 
     code = 0
     try:
         task, rc, source, obs_map, joint_map = _setup(args)
+        start_fn = _start_function(args)
         settings = _settings(args, rc)
         from runtime.record.buffer import BufferError, ReplayBufferWriter
         out = Path(args.out)
@@ -223,7 +259,7 @@ def main(argv: Optional[list[str]] = None, ask: Callable[[str], str] = _ask) -> 
                 camera = LatestFrame(make_camera(args.camera, tuple(task.images[0].shape)))
             except (RuntimeError, ValueError) as exc:
                 raise UserError(str(exc)) from None
-        code = _record(args, mode, task, rc, source, obs_map, joint_map, handle, writer, camera, ask)
+        code = _record(args, mode, task, rc, source, obs_map, joint_map, handle, writer, camera, ask, start_fn)
     except UserError as exc:
         code = _fail(str(exc))
     except KeyboardInterrupt:
@@ -240,15 +276,19 @@ def main(argv: Optional[list[str]] = None, ask: Callable[[str], str] = _ask) -> 
 
 
 def _record(args: argparse.Namespace, mode: str, task: Any, rc: Any, source: Any, obs_map: dict, joint_map: dict,
-            handle: Any, writer: Any, camera: Any, ask: Callable[[str], str]) -> int:
+            handle: Any, writer: Any, camera: Any, ask: Callable[[str], str],
+            start_fn: Optional[Callable[[Any, int], Any]] = None) -> int:
     from runtime.binding import MappingError
     from runtime.record.session import RecordConfig, Recorder, limits_summary
     from runtime.record.sources import SourceError
+    from runtime.record.start import MoveToStartConfig, StartError, start_pose
     from runtime.robot_config import RobotConfigError
     from runtime.safety import SafetyConfigError
     try:
         rec = Recorder(handle.robot, handle.capabilities, task,
-                       RecordConfig(task.period_s, args.max_steps, lockstep=handle.lockstep),
+                       RecordConfig(task.period_s, args.max_steps, lockstep=handle.lockstep,
+                                    move=MoveToStartConfig(args.start_speed, args.start_tolerance,
+                                                           args.start_timeout)),
                        camera, rc, obs_map, joint_map)
     except (MappingError, SafetyConfigError, RobotConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -264,7 +304,12 @@ def _record(args: argparse.Namespace, mode: str, task: Any, rc: Any, source: Any
         while kept < args.episodes and attempt < max_attempts:
             seed = args.seed + attempt
             try:
-                res = rec.record_episode(source, attempt, seed)
+                start = None if start_fn is None else start_pose(start_fn, task, seed, len(task.action.names))
+                res = rec.record_episode(source, attempt, seed, start)
+            except StartError as exc:  # nothing moved for this episode: a mistake, not an abort
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                code = 2
+                break
             except SourceError as exc:
                 print(f"{PROG}: error: {exc}", file=sys.stderr)
                 code = 4

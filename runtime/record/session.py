@@ -7,11 +7,16 @@ the command actually sent (after the safety filter, in the task's action order) 
 An episode ends when the source says it is done, the task's success signal reaches its threshold, or
 after max_steps; anything else (device e-stop or fault, a bad State, link lost, a non-finite command,
 an operator stop) aborts it and its rows are not offered for storing.
+
+With a start pose (imle-record --start), the episode begins with a move to that pose
+(runtime.record.start: slow, inside the robot's limits, not recorded); a robot that does not get there
+aborts the episode with one line.
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -21,6 +26,7 @@ from firmware_bridge.robot import Robot, SimulatedRobot, is_simulated
 from runtime.binding import ActionMapper
 from runtime.device_reports import DeviceReports
 from runtime.record.sources import DemoSource, EpisodeStart, Observation, as_action
+from runtime.record.start import MoveResult, MoveToStartConfig, check_start, not_reached_line, plan_move
 from runtime.safety import LinkWatch, SafetyFilter, SafetyLimits, check_period, effective_limits
 from runtime.sensors import FrameSource, StateMapper
 from runtime.state_check import StateCheck
@@ -40,6 +46,7 @@ class RecordConfig:
     step_timeout_s: float = 2.0
     estop_confirm_s: float = 2.0
     wait_slice_s: float = 0.05
+    move: MoveToStartConfig = field(default_factory=MoveToStartConfig)  # the move to a start pose
 
 
 @dataclass
@@ -53,6 +60,7 @@ class EpisodeResult:
     clipped: int = 0               # commands the safety filter changed (position box)
     rate_limited: int = 0          # ... or limited in step
     wall_s: float = 0.0
+    move: Optional[MoveResult] = None  # the move to the start pose, when one was given
 
     @property
     def complete(self) -> bool:
@@ -117,16 +125,29 @@ class Recorder:
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ one episode
-    def record_episode(self, source: DemoSource, index: int, seed: int) -> EpisodeResult:
-        """Record one demonstration. SourceError from the source propagates (the robot holds first)."""
+    def record_episode(self, source: DemoSource, index: int, seed: int,
+                       start: Optional[np.ndarray] = None) -> EpisodeResult:
+        """Record one demonstration; with `start` (task action order) the robot is first moved there.
+        SourceError from the source propagates (the robot holds first); StartError (a start pose outside
+        the robot's limits) is raised before anything moves."""
         t_ep = time.monotonic()
         res = EpisodeResult(index, seed, {}, 0, "")
         rows: dict[str, list[np.ndarray]] = {self.task.state.key: [], self.task.action.key: []}
         if self.task.images:
             rows[self.task.images[0].key] = []
         self.safety.reset()
-        counts0 = (self.safety.counts.clipped, self.safety.counts.rate_limited)
         state = self._start_state(seed)
+        if start is not None:
+            res.move, state = self.move_to_start(start, state)
+            if not res.move.reached:
+                res.ended = res.move.reason
+                if not self.safety.estopped:
+                    self._hold(state)
+                res.wall_s = time.monotonic() - t_ep
+                res.data = {k: np.zeros((0,), np.float32) for k in rows}
+                return res
+            self.safety.reset()
+        counts0 = (self.safety.counts.clipped, self.safety.counts.rate_limited)
         watch = LinkWatch(self.config.stale_timeout_s)
         step = 0
         began = False
@@ -196,6 +217,54 @@ class Recorder:
         res.data = {k: np.stack(v) if v else np.zeros((0,), np.float32) for k, v in rows.items()}
         res.wall_s = time.monotonic() - t_ep
         return res
+
+    # ------------------------------------------------------------------ move to start
+    def move_to_start(self, start: np.ndarray, state: Optional[State]) -> tuple[MoveResult, Optional[State]]:
+        """Drive the robot to `start` (task action order) along a slow ramp through the safety filter
+        (runtime.record.start). Returns the result and the last State; StartError before any motion when
+        the pose is outside the robot's limits."""
+        cfg = self.config.move
+        cfg.check()
+        target = self.actions.to_robot(np.asarray(start, np.float64)).astype(np.float64)
+        check_start(target, self.limits)
+        names = tuple(self.limits.names) or tuple(self.caps.joint_names)
+        if state is None:
+            return MoveResult(False, 0, math.nan, not_reached_line(None, target, names, 0.0, cfg.tolerance)), None
+        plan = plan_move(state.positions, target, self.period, cfg.speed, self.limits.max_step)
+        settle = int(math.ceil(cfg.timeout_s / self.period))
+        watch = LinkWatch(self.config.stale_timeout_s)
+        self.safety.reset()
+        t0 = time.monotonic() + self.period
+        for k in range(len(plan) + settle + 1):
+            err = float(np.max(np.abs(np.asarray(state.positions, np.float64) - target)))
+            if self._stop:
+                return MoveResult(False, k, err, "stopped by the operator"), state
+            problem = self._device_problem(state)
+            if problem:
+                return MoveResult(False, k, err, f"move to start: {problem}"), state
+            if err <= cfg.tolerance:
+                return MoveResult(True, k, err), state
+            if k == len(plan) + settle:
+                break
+            fr = self.safety.filter(plan[min(k, len(plan) - 1)], state.positions)
+            if fr.command is None:
+                return MoveResult(False, k, err, f"move to start: no command could be sent ({fr.reason})"), state
+            if self.config.lockstep:
+                nxt = self._step(fr.command)
+                if nxt is None:
+                    return MoveResult(False, k, err, "move to start: link lost (no State for a command)"), state
+                state = nxt
+            else:
+                if self.robot.send_command(fr.command) is None:
+                    return MoveResult(False, k, err, "move to start: the command could not be sent"), state
+                self._wait_until(t0 + k * self.period)
+                nxt = self.robot.latest_state()
+                if not watch.check(self.robot.healthy, nxt):
+                    return MoveResult(False, k, err, "move to start: link lost (no fresh State)"), state
+                state = nxt
+        waited = (len(plan) + settle) * self.period
+        return MoveResult(False, len(plan) + settle, err,
+                          not_reached_line(np.asarray(state.positions), target, names, waited, cfg.tolerance)), state
 
     # ------------------------------------------------------------------ pieces
     def _start_state(self, seed: int) -> Optional[State]:

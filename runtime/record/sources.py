@@ -80,30 +80,7 @@ class ScriptedSource:
 
     @classmethod
     def load(cls, ref: str) -> "ScriptedSource":
-        module_name, sep, func = ref.rpartition(":")
-        if not sep or not module_name or not func:
-            raise SourceError(f"--source scripted takes scripted:MODULE:FUNCTION, got scripted:{ref}")
-        try:
-            if module_name.endswith(".py"):
-                path = Path(module_name)
-                if not path.is_file():
-                    raise SourceError(f"scripted source file not found: {path}")
-                spec = importlib.util.spec_from_file_location(f"imle_record_script_{path.stem}", path)
-                if spec is None or spec.loader is None:
-                    raise SourceError(f"cannot load {path} as a Python module")
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(module_name)
-        except SourceError:
-            raise
-        except Exception as exc:  # ImportError, SyntaxError, whatever the module raises on import
-            raise SourceError(f"cannot import scripted source {module_name}: {type(exc).__name__}: "
-                              f"{_one_line(exc)}") from None
-        factory = getattr(module, func, None)
-        if not callable(factory):
-            raise SourceError(f"scripted source {module_name} has no function {func!r}")
-        return cls(factory, f"scripted:{ref}")
+        return cls(load_function(ref, "--source scripted", "scripted source"), f"scripted:{ref}")
 
     def begin(self, start: EpisodeStart) -> None:
         try:
@@ -125,6 +102,35 @@ class ScriptedSource:
 
     def close(self) -> None:
         self._policy = None
+
+
+def load_function(ref: str, option: str, what: str) -> Callable[..., Any]:
+    """MODULE:FUNCTION or path/to/file.py:FUNCTION -> the function (SourceError, one line, otherwise).
+    `option` and `what` name it in the errors ("--source scripted", "scripted source")."""
+    module_name, sep, func = ref.rpartition(":")
+    if not sep or not module_name or not func:
+        prefix = option.split()[-1] + ":" if " " in option else ""
+        raise SourceError(f"{option} takes {prefix}MODULE:FUNCTION, got {prefix}{ref}")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise SourceError(f"{what} file not found: {path}")
+            spec = importlib.util.spec_from_file_location(f"imle_record_script_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise SourceError(f"cannot load {path} as a Python module")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except SourceError:
+        raise
+    except Exception as exc:  # ImportError, SyntaxError, whatever the module raises on import
+        raise SourceError(f"cannot import {what} {module_name}: {type(exc).__name__}: {_one_line(exc)}") from None
+    function = getattr(module, func, None)
+    if not callable(function):
+        raise SourceError(f"{what} {module_name} has no function {func!r}")
+    return function
 
 
 # ---------------------------------------------------------------------------- keyboard teleoperation

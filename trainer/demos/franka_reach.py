@@ -7,7 +7,9 @@ equally likely from the same start) and varies what a person would: via-points (
 detour starts and ends, the other joints' path), speed and its ease-in/out, and corner smoothing.
 
     imle-record --task franka-reach-around --source scripted:trainer.demos.franka_reach:reach ...
-    (benchmarks/arm_task.py records through imle-record's Recorder with the starts below)
+    imle-record ... --source scripted:trainer.demos.franka_reach:reach --start trainer.demos.franka_reach:start
+    (the robot is driven to start_for_seed(seed) before each episode; benchmarks/arm_task.py records
+    the emulator set through imle-record's Recorder with the same starts)
 
 numpy only. The geometry (REACH_AROUND) is the task's: the evaluation judges episodes with it.
 """
@@ -129,3 +131,9 @@ def reach(task: Any, seed: int) -> Callable[[Any], Optional[np.ndarray]]:
         return np.asarray(geom.goal, np.float32)
 
     return act
+
+
+def start(task: Any, seed: int) -> np.ndarray:
+    """imle-record's start function (`--start trainer.demos.franka_reach:start`): episode `seed` starts at
+    start_for_seed(seed); on a real robot (or franka-sim) imle-record drives the arm there first."""
+    return start_for_seed(seed)
