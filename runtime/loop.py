@@ -344,7 +344,7 @@ class ControlLoop:
         False: hold this tick (counted by the monitor)."""
         assert self.camera is not None and self.frame_monitor is not None
         t_state = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
-        wait = max(self.frame_monitor.max_age_s, 0.5) if now is None else 0.0  # lock-step: this State's frame
+        wait = self.frame_monitor.max_age_s if now is None else 0.0  # lock-step: wait for this State's frame
         frame = self.camera.frame_at(t_state, wait)
         ok = self.frame_monitor.check(frame, t_state if now is None else now)
         self._frame_pixels = frame.pixels if ok and frame is not None else None
