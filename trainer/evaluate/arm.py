@@ -53,6 +53,19 @@ def episode_positions(step_log: Any, episode: int) -> np.ndarray:
     return np.stack([r.positions for r in rows]) if rows else np.zeros((0, 0), np.float32)
 
 
+def plan_timing(latencies_s: list[float], counters: Any, period_s: float) -> dict[str, Any]:
+    """How long the package's plans took (ms) against the control period, and what the loop had to do
+    about late plans (ticks that ran the previous plan's tail, actions dropped, plans due while one ran)."""
+    lat = np.asarray(latencies_s, np.float64) * 1e3
+    pct = {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)} if lat.size else {}
+    return {"plan_ms": {**pct, "max": round(float(lat.max()), 2) if lat.size else None, "plans": int(lat.size)},
+            "period_ms": round(period_s * 1e3, 3),
+            "plans_over_period": int(np.sum(lat > period_s * 1e3)),
+            "missed_deadlines": counters.missed_deadlines, "skipped_ticks": counters.skipped_ticks,
+            "tail_ticks": counters.tail_ticks, "dropped_actions": counters.dropped_actions,
+            "plan_overruns": counters.plan_overruns}
+
+
 def summarise(verdicts: list, counters: Any, stats: Any) -> dict[str, Any]:
     """The report: success rate, mode shares of the successes, safety-filter and device counts."""
     n = len(verdicts)
@@ -131,10 +144,12 @@ def evaluate_arm(package: str | Path, episodes: int = 50, seed: int = EVAL_SEED_
     try:
         base = LoopConfig(episodes=episodes, base_seed=seed, max_steps=max_steps, period_s=period,
                           lockstep=handle.lockstep)
+        latencies: list[float] = []
         if handle.simulated:
             stats = _run(policy, StartsRobot(handle.robot, start_for_seed), handle.capabilities, base)
             runs = [(ep.seed, stats, ep.index) for ep in stats.episodes]
             counters, last = stats.counters, stats
+            latencies = list(stats.plan_latency_s)
         else:
             last = None
             for i in range(episodes):
@@ -145,6 +160,7 @@ def evaluate_arm(package: str | Path, episodes: int = 50, seed: int = EVAL_SEED_
                 runs.append((seed + i, stats, stats.episodes[0].index if stats.episodes else 0))
                 for k, v in vars(stats.counters).items():
                     setattr(counters, k, getattr(counters, k) + v)
+                latencies += list(stats.plan_latency_s)
                 last = stats
                 if stats.stop_reason:
                     break
@@ -160,6 +176,7 @@ def evaluate_arm(package: str | Path, episodes: int = 50, seed: int = EVAL_SEED_
     if extra.get("stop"):
         report["stop_reason"] = extra.pop("stop")
     report.update(extra)
+    report["timing"] = plan_timing(latencies, counters, period)
     report.update(package=str(package), robot=handle.spec, precision=precision or "package default", seed=seed,
                   max_steps=max_steps, per_episode=[{"seed": s, "success": v.success, "mode": v.mode,
                                                     "reached_step": v.reached_step, "entered_step": v.entered_step,
