@@ -690,7 +690,8 @@ class ControlLoop:
                     break
                 fr = self.safety.hold(None)
                 if fr.command is None:  # lock-step cannot go on without a command to hold
-                    self._stop_run(ep, f"camera: no usable frame and no command to hold ({self.frame_monitor.last_error})")
+                    self._stop_run(ep, f"camera: no usable frame and no command to hold "
+                                       f"({self.frame_monitor.last_error})")
                     break
                 c.held_ticks += 1
                 c.camera_holds += 1

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable, Mapping, Optional, Protocol, Sequence
 
@@ -139,7 +138,7 @@ class StateMapper:
 # The camera sources live in runtime.cameras (one module per source, a registry, --camera.FIELD options,
 # timestamped Frames, the FrameStream and FrameMonitor the loop uses). The names below are kept for
 # code written against this module (imle-record, older tests).
-from runtime.cameras.frame import Frame, resize_nearest  # noqa: E402
+from runtime.cameras.frame import Frame, resize_nearest  # noqa: E402,F401  (resize_nearest: re-export)
 from runtime.cameras.stream import FrameStream  # noqa: E402
 
 

@@ -59,8 +59,10 @@ class LiveCamera:
     synthetic = False
 
     def __init__(self, fps: float = 200.0, freeze_after: Optional[int] = None, repeat_after: Optional[int] = None,
-                 backwards_after: Optional[int] = None) -> None:
+                 backwards_after: Optional[int] = None, pause_at: Optional[int] = None, pause_s: float = 0.0,
+                 shape=SHAPE) -> None:
         self.interval = 1.0 / fps
+        self.pause_at, self.pause_s, self.shape = pause_at, pause_s, shape
         self.freeze_after, self.repeat_after, self.backwards_after = freeze_after, repeat_after, backwards_after
         self.n = 0
         self.closed = threading.Event()
@@ -69,6 +71,8 @@ class LiveCamera:
     def read(self) -> Frame:
         if self.closed.wait(self.interval):
             raise EOFError("closed")
+        if self.pause_at is not None and self.n == self.pause_at and self.pause_s:
+            self.pause_s, _ = 0.0, self.closed.wait(self.pause_s)  # one hiccup, then frames again
         if self.freeze_after is not None and self.n >= self.freeze_after:
             self.closed.wait(30.0)
             raise EOFError("closed")
@@ -77,7 +81,7 @@ class LiveCamera:
         t = time.monotonic()
         if self.backwards_after is not None and self.n >= self.backwards_after:
             t -= 10.0
-        f = Frame(pixels(self.n), t, self.n)
+        f = Frame(pixels(self.n, self.shape), t, self.n)
         self.n += 1
         self.last = f
         return f

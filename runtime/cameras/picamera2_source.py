@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
 from runtime.cameras.base import CameraContext, CameraSettings, CameraSpecError
 from runtime.cameras.frame import Frame, FrameError, bgr_to_rgb, fit

@@ -80,8 +80,8 @@ class V4L2Camera:
         except CameraSpecError:
             raise
         except Exception as exc:  # av.error.*, OSError: no such device, busy, unsupported size
-            raise CameraSpecError(f"cannot open {config.device} ({', '.join(f'{k}={v}' for k, v in config.options().items())}): "
-                                  f"{_one_line(exc)}") from None
+            opts = ", ".join(f"{k}={v}" for k, v in config.options().items())
+            raise CameraSpecError(f"cannot open {config.device} ({opts}): {_one_line(exc)}") from None
         try:
             stream = self._container.streams.video[0]
             self._frames: Iterator[Any] = iter(self._container.decode(stream))
