@@ -3,8 +3,10 @@ robot registry, the device protocol), captured as a runtime.hil_trace.Trace.
 
 The loop itself is not changed: the policy is wrapped in a recorder that sees every plan call (its
 observations and runtime.policy.Policy.last_plan_info), and the loop's own StepLog gives the rows.
-A camera package gets a deterministic stand-in camera (one synthetic frame per tick), so a replay
-sees the same frames; the trace keeps a digest of each plan's frames, not the frames.
+A camera package sees the camera RunSettings.camera names: "simulated" (the default: the emulated
+Push-T plant drawn from each lock-step State, deterministic because the plant only moves when
+stepped) or "synthetic" (a gradient whose frame at tick k depends only on k, flagged synthetic in
+the summary); the trace keeps a digest of each plan's frames, not the frames.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class RunSettings:
     threads: int = 1
     robot: str = "emulator-lockstep"  # a --robot spec (runtime.robots)
     robot_options: dict[str, str] = field(default_factory=dict)  # --robot.FIELD values, as text
+    camera: str = "simulated"         # camera packages: simulated | synthetic (CAMERAS)
 
     def check(self) -> None:
         if not 1 <= self.episodes <= 1000 or not 1 <= self.max_steps <= 10_000:
@@ -43,10 +46,17 @@ class RunSettings:
                            f"{self.max_steps}")
         if not 1 <= self.threads <= 64:
             raise RunError(f"threads must be in 1..64, got {self.threads}")
+        if self.camera not in CAMERAS:
+            raise RunError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
+
+
+CAMERAS = ("simulated", "synthetic")
 
 
 class _DeterministicCamera:
-    """A FrameSource whose frame at tick k depends only on k (the paced LatestFrame of imle-run does not)."""
+    """A FrameSource whose frame at tick k depends only on k (the paced synthetic camera of imle-run does not)."""
+    label = "synthetic (deterministic, one frame per tick)"
+    synthetic = True
 
     def __init__(self, shape_chw: tuple[int, ...]) -> None:
         from runtime.sensors import StandInCamera
@@ -118,13 +128,14 @@ def record_run(package: str | Path, settings: RunSettings) -> Trace:
     except (robots.RobotSpecError, LinkError) as exc:
         raise RunError(str(exc)) from None
     loop = None
+    camera = None
     try:
         if not handle.lockstep:
             raise RunError(f"robot {handle.spec} does not run in lock-step; a trace needs a lock-step robot "
                            f"(emulator-lockstep, or a device that announces LOCKSTEP)")
         recorder = _PlanRecorder(policy)
         shape = policy.manifest.obs.image_shape
-        camera = _DeterministicCamera(tuple(shape)) if shape is not None else None
+        camera = _open_camera(settings.camera, tuple(shape), handle) if shape is not None else None
         config = LoopConfig(episodes=settings.episodes, base_seed=settings.seed, max_steps=settings.max_steps,
                             lockstep=True, gc_freeze=False, switch_interval_s=None)
         try:
@@ -137,7 +148,20 @@ def record_run(package: str | Path, settings: RunSettings) -> Trace:
     finally:
         if loop is not None:
             loop.close()
+        if camera is not None and hasattr(camera, "close"):
+            camera.close()  # before the robot: the simulated camera reads its States
         handle.close()
+
+
+def _open_camera(name: str, shape_chw: tuple[int, ...], handle: Any) -> Any:
+    if name == "synthetic":
+        return _DeterministicCamera(shape_chw)
+    from runtime.cameras import CameraContext, CameraSpecError, SimulatedConfig, open_stream
+    c, h, w = shape_chw
+    try:
+        return open_stream(SimulatedConfig(), CameraContext((h, w, c), None, True, handle.robot, handle.capabilities))
+    except CameraSpecError as exc:
+        raise RunError(f"camera {name}: {exc}") from None
 
 
 def _trace(package: Path, sha: str, policy: Any, settings: RunSettings, handle: Any, loop: Any,
@@ -181,7 +205,8 @@ def _trace(package: Path, sha: str, policy: Any, settings: RunSettings, handle: 
         "precision": policy.precision,
         "settings": {"seed": settings.seed, "episodes": settings.episodes, "max_steps": settings.max_steps,
                      "candidates": policy.candidates, "temporal_consistency": policy.temporal_consistency,
-                     "tc_reset_after": policy.tc_reset_after, "threads": settings.threads},
+                     "tc_reset_after": policy.tc_reset_after, "threads": settings.threads,
+                     "camera": settings.camera},
         "robot": {"spec": settings.robot, "options": dict(settings.robot_options), "label": handle.spec,
                   "firmware": caps.firmware_version},
         "platform": this_platform(), "names": names, "episodes": episodes,
@@ -214,7 +239,7 @@ def settings_of(trace: Trace) -> RunSettings:
                           max_steps=_int(s["max_steps"]), candidates=_int(s["candidates"]),
                           temporal_consistency=bool(s["temporal_consistency"]),
                           tc_reset_after=_int(s["tc_reset_after"]), threads=_int(s.get("threads", 1)),
-                          robot=str(r["spec"]), robot_options=dict(opts))
+                          robot=str(r["spec"]), robot_options=dict(opts), camera=str(s.get("camera", "simulated")))
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"trace field 'meta.settings' is unusable: {_one_line(exc)}") from None
     out.check()

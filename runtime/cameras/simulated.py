@@ -29,7 +29,8 @@ class SimulatedConfig(CameraSettings):
     fps: float = field(default=30.0, metadata=option(
         "frames per second (real time); in lock-step every State is drawn"))
     supersample: int = field(default=4, metadata=option("draw at this many times the size, then reduce (1..8)"))
-    state_timeout_s: float = field(default=0.5, metadata=option("wait this long for a new State per frame"))
+    state_timeout_s: float = field(default=0.1, metadata=option(
+        "wait for a new State in slices this long (no State: no frame, the loop sees frames age)"))
 
     def __post_init__(self) -> None:
         check_positive(self.fps, "camera.fps", 1000.0)
@@ -83,10 +84,22 @@ class SimulatedCamera:
         return np.asarray(img, np.uint8)
 
     def _next_state(self) -> Any:
-        st = self._robot.latest_state()
-        if st is None or st is self._last:
-            st = self._robot.wait_state(timeout=self._timeout)  # raises when the link is silent
-        return st
+        """The robot's next State not drawn yet. While none comes the camera gives no frame (the loop
+        sees its frames age); a broken link (not a plain timeout) is raised and counted as a read error."""
+        from firmware_bridge.robot import LinkTimeout
+        while True:
+            robot = self._robot
+            if robot is None:
+                raise EOFError("the simulated camera was closed")
+            st = robot.latest_state()
+            if st is not None and st is not self._last:
+                return st
+            try:
+                st = robot.wait_state(timeout=self._timeout)
+            except LinkTimeout:
+                continue
+            if st is not self._last:
+                return st
 
     def read(self) -> Frame:
         self._pacer.wait()

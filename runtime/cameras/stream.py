@@ -148,12 +148,15 @@ class FrameStream:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)
+        mine = self._thread is threading.current_thread()
+        if self._thread.is_alive() and not mine:
+            self._thread.join(timeout=0.2)  # a read in flight normally ends within a frame interval
         try:
-            self.camera.close()
+            self.camera.close()  # ...and a source blocked waiting for frames ends when closed
         except Exception as exc:
             self.last_error = f"close failed: {_one_line(exc)}"
+        if self._thread.is_alive() and not mine:
+            self._thread.join(timeout=1.0)
 
 
 def _one_line(exc: BaseException) -> str:
