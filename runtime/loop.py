@@ -258,6 +258,7 @@ class ControlLoop:
         self.camera = as_timed_source(camera) if camera is not None and frame_shape is not None else None
         self.frame_monitor: Optional[FrameMonitor] = None
         self._frame_pixels: Optional[np.ndarray] = None
+        self._camera_epoch = -math.inf  # a simulated plant's reset: frames captured before it show another scene
         if self.camera is not None:
             max_age = config.camera_max_age_s if config.camera_max_age_s is not None else default_max_age(self.period)
             if not (math.isfinite(max_age) and 0 < max_age <= 60 and config.camera_max_repeat >= 1
@@ -346,6 +347,8 @@ class ControlLoop:
         t_state = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
         wait = self.frame_monitor.max_age_s if now is None else 0.0  # lock-step: wait for this State's frame
         frame = self.camera.frame_at(t_state, wait)
+        if frame is not None and frame.t_capture < self._camera_epoch:
+            frame = None  # from before the plant was reset (another episode's scene)
         ok = self.frame_monitor.check(frame, t_state if now is None else now)
         self._frame_pixels = frame.pixels if ok and frame is not None else None
         return ok
@@ -353,7 +356,14 @@ class ControlLoop:
     # ------------------------------------------------------------------ robot helpers
     def _reset_plant(self, seed: int) -> Optional[State]:
         if self.simulated and isinstance(self.robot, SimulatedRobot):  # the isinstance is for the type checker
-            return self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
+            state = self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
+            if self.camera is not None and self.frame_monitor is not None and state is not None \
+                    and math.isfinite(state.rx_time):
+                # The plant jumped to a new scene: use only frames captured since, and give the camera
+                # time to deliver one before the first tick (not counted: nothing is driven yet).
+                self._camera_epoch = state.rx_time
+                self.camera.frame_at(state.rx_time, max(self.frame_monitor.max_age_s, 0.5))
+            return state
         return self.robot.latest_state()  # hardware: the episode starts where the robot is
 
     def _send(self, targets: np.ndarray) -> Optional[int]:
@@ -807,9 +817,11 @@ class ControlLoop:
         first runs are slow, and the measured latency sets the first plans' lead."""
         if self.state_check.problem(state) is not None:
             return  # never plan from a bad State; the first ticks measure the latency instead
-        if self.camera is not None:
-            frame = self.camera.latest_frame()
-            if frame is None or self.frame_monitor is None or self.frame_monitor.problem_of(frame) is not None:
+        if self.camera is not None:  # the frame of this State (nothing is counted: warm-up plans are discarded)
+            t = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
+            frame = self.camera.frame_at(t, self.frame_monitor.max_age_s if self.frame_monitor else 0.0)
+            if (frame is None or frame.t_capture < self._camera_epoch or self.frame_monitor is None or self.frame_monitor.problem_of(frame) is not None
+                    or t - frame.t_capture > self.frame_monitor.max_age_s):
                 return  # no usable frame yet: the first ticks measure the latency instead
             self._frame_pixels = frame.pixels
         self.history.reset()
