@@ -339,6 +339,20 @@ class ControlLoop:
         """The frame paired with the State being observed (set by _camera_ok)."""
         return self._frame_pixels
 
+    def _paired_frame(self, t_state: float, wait_s: float) -> Any:
+        """The frame captured nearest to (not after) t_state, never one from before a plant reset (another
+        episode's scene). For the reset State itself, the first frame since the reset (no command has
+        moved the plant yet)."""
+        assert self.camera is not None
+        frame = self.camera.frame_at(t_state, wait_s)
+        if frame is not None and frame.t_capture >= self._camera_epoch:
+            return frame
+        if t_state <= self._camera_epoch:
+            latest = self.camera.latest_frame()
+            if latest is not None and latest.t_capture >= self._camera_epoch:
+                return latest
+        return None
+
     def _camera_ok(self, state: State, now: Optional[float]) -> bool:
         """Pick the frame captured nearest to (not after) the State's time and check it (age at `now`, or
         at the State's time in lock-step, where the loop's own planning time is not the camera's age).
@@ -346,9 +360,7 @@ class ControlLoop:
         assert self.camera is not None and self.frame_monitor is not None
         t_state = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
         wait = self.frame_monitor.max_age_s if now is None else 0.0  # lock-step: wait for this State's frame
-        frame = self.camera.frame_at(t_state, wait)
-        if frame is not None and frame.t_capture < self._camera_epoch:
-            frame = None  # from before the plant was reset (another episode's scene)
+        frame = self._paired_frame(t_state, wait)
         ok = self.frame_monitor.check(frame, t_state if now is None else now)
         self._frame_pixels = frame.pixels if ok and frame is not None else None
         return ok
@@ -819,9 +831,9 @@ class ControlLoop:
             return  # never plan from a bad State; the first ticks measure the latency instead
         if self.camera is not None:  # the frame of this State (nothing is counted: warm-up plans are discarded)
             t = state.rx_time if math.isfinite(state.rx_time) else time.monotonic()
-            frame = self.camera.frame_at(t, self.frame_monitor.max_age_s if self.frame_monitor else 0.0)
-            if (frame is None or frame.t_capture < self._camera_epoch or self.frame_monitor is None or self.frame_monitor.problem_of(frame) is not None
-                    or t - frame.t_capture > self.frame_monitor.max_age_s):
+            frame = self._paired_frame(t, self.frame_monitor.max_age_s if self.frame_monitor else 0.0)
+            if (frame is None or self.frame_monitor is None or self.frame_monitor.problem_of(frame) is not None
+                    or abs(t - frame.t_capture) > self.frame_monitor.max_age_s):
                 return  # no usable frame yet: the first ticks measure the latency instead
             self._frame_pixels = frame.pixels
         self.history.reset()
