@@ -10,12 +10,22 @@ from runtime.onnx_session import make_session
 from runtime.package import Parity
 from trainer.export.common import (ExportOptions, bar, check_fp32, example_chunks, fp32_net, layout, obs_feeds,
                                    quantize_from_conv_form, to_torch)
+from trainer.export.encoder_once import encoder_convs_on_z
 from trainer.export.graphs import GeneratorGraph
 from trainer.export.observations import Calibration, ObservationSet
-from trainer.export.onnx_export import GraphSpec, check_counts, export_graph
+from trainer.export.onnx_export import ExportError, GraphSpec, check_counts, export_graph
 from trainer.export.parity import error_stats
 from trainer.export.writer import file_entry
 from trainer.models.policy_net import PolicyNetwork
+
+
+def check_encoder_once(path: Path) -> None:
+    """ExportError when an image-encoder node of the graph at ``path`` depends on the latents: the encoder
+    would run once per candidate instead of once per plan."""
+    n, on_z = encoder_convs_on_z(path)
+    if on_z:
+        raise ExportError(f"{path.name}: {len(on_z)} of {n} image-encoder convolutions depend on z (first: "
+                          f"{on_z[0]}); the encoder must run once per plan, on the [1, To] observation")
 
 
 def export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: ExportOptions,
@@ -28,6 +38,8 @@ def export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
     gspec = GraphSpec(obs_names + ["z"], ["actions"], {"z": {0: "N"}, "actions": {0: "N"}}, {"actions": ["N", tp, a]})
     example = (*to_torch(obs_feeds(calib.parity, 0)), example_chunks(3, tp, a, opt.seed))
     export_graph(GeneratorGraph(fp32_net(net, opt)), example, stage / "generator.onnx", gspec)
+    if spec.image_shape is not None:
+        check_encoder_once(stage / "generator.onnx")
 
     def feeds_at(n: int, k: int = 0, obs: ObservationSet = calib.parity) -> dict[str, np.ndarray]:
         return {**obs_feeds(obs, k), "z": rng.standard_normal((n, tp, a), dtype=np.float32)}
@@ -59,6 +71,8 @@ def export_generator(net: PolicyNetwork, stage: Path, calib: Calibration, opt: E
         quantize_from_conv_form(GeneratorGraph, net, example, gspec, stage, "generator.onnx", "generator.int8.onnx",
                                  calib_feeds, opt)
         check_counts(stage / "generator.int8.onnx", feeds_at, None)
+        if spec.image_shape is not None:
+            check_encoder_once(stage / "generator.int8.onnx")
         int8 = make_session(stage / "generator.int8.onnx", threads=1)
         out8 = np.stack([int8.run(["actions"], f)[0] for f in bar(parity_feeds, "parity int8", opt.progress)])
         parity.int8_vs_fp32 = error_stats(out8, out32, low, high)

@@ -6,9 +6,10 @@
   channels // 16 groups (Diffusion Policy's ``replace_bn_with_gn``: BatchNorm statistics drift with
   small batches and EMA weights) and the global average pool of Diffusion Policy's vision encoder
   (``get_resnet`` with ``fc = Identity``) -> 512 features per frame.
-- ``light``: a CPU budget encoder: 4 conv layers (32-32-64-64 channels, GroupNorm, ReLU) and a
-  spatial-softmax keypoint head (robomimic's SpatialSoftmax, which Diffusion Policy's hybrid
-  encoder uses): 32 keypoints -> 64 features per frame, about 1/6 of ResNet-18's multiply-adds.
+- ``light``: a CPU budget encoder: 4 conv layers (3x3, 32-32-32-64 channels, strides 2-2-1-1 to a
+  21x21 map of an 84x84 crop, GroupNorm, ReLU) and a spatial-softmax keypoint head (robomimic's
+  SpatialSoftmax, which Diffusion Policy's hybrid encoder uses): 32 keypoints -> 64 features per
+  frame; 19 M multiply-adds per 84x84 frame against ResNet-18-GN's 296 M (measured choice: docs/benchmarks.md, "Image policies").
 """
 from __future__ import annotations
 
@@ -84,16 +85,19 @@ class SpatialSoftmax(nn.Module):
         x = self.kp(x)
         n, k, h, w = x.shape
         attn = torch.softmax(x.reshape(n, k, h * w), dim=-1)
-        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=attn.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=attn.dtype)
+        # float32 arange, not linspace: the legacy ONNX exporter traced linspace in float64
+        ys = torch.arange(h, device=x.device, dtype=torch.float32) * (2.0 / max(1, h - 1)) - 1.0
+        xs = torch.arange(w, device=x.device, dtype=torch.float32) * (2.0 / max(1, w - 1)) - 1.0
+        ys, xs = ys.to(attn.dtype), xs.to(attn.dtype)
         grid_x = xs.repeat(h)  # [h*w], x varies fastest (row-major pixels)
         grid_y = ys.repeat_interleave(w)
         return torch.cat([attn @ grid_x[:, None], attn @ grid_y[:, None]], dim=-1).reshape(n, 2 * k)
 
 
 class LightConvEncoder(nn.Module):
-    """4 conv layers (3x3; strides 2, 1, 2, 1; 32-32-64-64 channels; GroupNorm + ReLU) + spatial
-    softmax with 32 keypoints -> 64 features per frame."""
+    """4 conv layers (3x3; strides 2, 2, 1, 1; 32-32-32-64 channels; GroupNorm + ReLU) + spatial
+    softmax with 32 keypoints -> 64 features per frame. Both strides come first: full-resolution
+    layers cost most on a CPU (32-32-64-64 with strides 2-1-2-1 trained at half the speed)."""
 
     keypoints = 32
     out_dim = 2 * keypoints
@@ -101,7 +105,7 @@ class LightConvEncoder(nn.Module):
     def __init__(self):
         super().__init__()
         layers, c = [], 3
-        for c_out, stride in [(32, 2), (32, 1), (64, 2), (64, 1)]:
+        for c_out, stride in [(32, 2), (32, 2), (32, 1), (64, 1)]:
             layers += [nn.Conv2d(c, c_out, 3, stride, 1, bias=False), _gn(c_out), nn.ReLU()]
             c = c_out
         self.convs = nn.Sequential(*layers)
