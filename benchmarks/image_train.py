@@ -52,8 +52,9 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| image encoder | U-Net | batch | m | steps/s (1 thread) | s/step | steps in 40 min | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['encoder']} | {r['unet']} | {r['batch_size']} | {r['n_samples']} | {r['steps_per_s']:.3f} | "
-                     f"{r['s_per_step']:.2f} | {int(2400 * r['steps_per_s'])} | {r['peak_rss_mb'] / 1024:.2f} GiB |")
+        lines.append(f"| {r['encoder']} | {r['unet']} | {r['batch_size']} | {r['n_samples']} | "
+                     f"{r['steps_per_s']:.3f} | {r['s_per_step']:.2f} | {int(2400 * r['steps_per_s'])} | "
+                     f"{r['peak_rss_mb'] / 1024:.2f} GiB |")
     return "\n".join(lines) + "\n"
 
 

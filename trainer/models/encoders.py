@@ -9,7 +9,8 @@
 - ``light``: a CPU budget encoder: 4 conv layers (3x3, 32-32-32-64 channels, strides 2-2-1-1 to a
   21x21 map of an 84x84 crop, GroupNorm, ReLU) and a spatial-softmax keypoint head (robomimic's
   SpatialSoftmax, which Diffusion Policy's hybrid encoder uses): 32 keypoints -> 64 features per
-  frame; 19 M multiply-adds per 84x84 frame against ResNet-18-GN's 296 M (measured choice: docs/benchmarks.md, "Image policies").
+  frame; 19 M multiply-adds per 84x84 frame against ResNet-18-GN's 296 M (measured choice:
+  docs/benchmarks.md, "Image policies").
 """
 from __future__ import annotations
 
