@@ -25,11 +25,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--max-steps", type=int, default=300, help="commands per episode (Push-T's limit: 300)")
+    p.add_argument("--camera", default=None, help="camera of an image package (default: simulated, the emulated "
+                   "plant drawn from the robot's States)")
     args = p.parse_args(argv)
+    camera = []
+    if _sees_camera(Path(args.package)) or args.camera:
+        camera = ["--camera", args.camera or "simulated"]
     print(f"imle-policy demo: {Path(args.package).name} on an emulated Push-T robot over a pseudo-terminal, "
-          f"{args.episodes} episodes in real time (10 Hz); outputs in {args.out}/", flush=True)
+          f"{args.episodes} episodes in real time (10 Hz)" + (f", camera {camera[1]}" if camera else "")
+          + f"; outputs in {args.out}/", flush=True)
     return cli.main([args.package, "--robot", "emulator", "--episodes", str(args.episodes), "--seed", str(args.seed),
-                     "--max-steps", str(args.max_steps), "--out", args.out, "--save-media", "--status", "on"])
+                     "--max-steps", str(args.max_steps), "--out", args.out, "--save-media", "--status", "on", *camera])
+
+
+def _sees_camera(package: Path) -> bool:
+    """Whether the package's manifest declares an image (imle-run checks the package properly)."""
+    import json
+    try:
+        return bool(json.loads((package / "manifest.json").read_text()).get("obs", {}).get("image_shape"))
+    except (OSError, ValueError, AttributeError):
+        return False  # imle-run reports an unreadable package on one line
 
 
 if __name__ == "__main__":
