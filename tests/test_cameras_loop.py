@@ -65,9 +65,11 @@ def test_a_camera_that_freezes_holds_the_robot_then_stops_the_run():
 
 
 def test_a_hiccup_is_held_and_counted_and_the_run_completes_with_exit_3():
-    stats, _, _ = run(LiveCamera(fps=200.0, pause_at=10, pause_s=0.25), max_steps=40)
+    # a 0.25 s gap against a 0.1 s max age: a few holds (a loaded machine may add some), never 10 in a row
+    stats, _, _ = run(LiveCamera(fps=200.0, pause_at=10, pause_s=0.25), max_steps=40, camera_max_stale=10)
     assert stats.stop_reason == "" and stats.episodes[0].steps == 40
-    assert 1 <= stats.counters.camera_holds <= 4 and stats.exit_code() == 3
+    assert stats.counters.camera_holds >= 1 and stats.exit_code() == 3
+    assert stats.summary()["camera"]["holds_by_reason"].get("stale", 0) >= 1
 
 
 @pytest.mark.parametrize("camera, reason", [

@@ -65,7 +65,7 @@ class FrameStream:
     def _bad(self, key: str, text: str) -> None:
         self.bad[key] = self.bad.get(key, 0) + 1
         self.last_error = text
-        self._stop.wait(0.001)  # a source that repeats a bad frame at once must not spin a core
+        self._stop.wait(0.005)  # a source that repeats a bad frame at once must not spin a core
 
     def _run(self) -> None:
         while not self._stop.is_set():
