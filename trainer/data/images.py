@@ -26,7 +26,7 @@ def read_images(arr, n_frames: int, key: str, episode_ends: np.ndarray, path: st
     """The first ``n_frames`` of the image array ``arr`` (zarr or numpy) as uint8 [F, H, W, 3].
 
     uint8 frames are taken as they are; float frames must be finite pixel values in 0..255 (Diffusion
-    Policy stores them so) and are rounded. Anything else is a one-line DatasetError naming ``key``.
+    Policy stores them so) and are truncated to integers. Anything else is a one-line DatasetError naming ``key``.
     """
     where = f" in {path}" if path else ""
     shape = tuple(int(n) for n in arr.shape)
@@ -58,7 +58,7 @@ def read_images(arr, n_frames: int, key: str, episode_ends: np.ndarray, path: st
             bad = start + int(np.argmax(((values < 0) | (values > 255)).reshape(len(values), -1).any(axis=1)))
             raise DatasetError(f"{key}{where}: frame {bad} has pixel values outside 0..255 (min {low:g}, "
                                f"max {high:g} in frames {start}..{stop - 1}); store frames as 0..255")
-        np.rint(values, out=out[start:stop], casting="unsafe")
+        out[start:stop] = values  # truncated as the loader always did (Push-T's floats are whole numbers)
         peak = max(peak, high)
     if np.issubdtype(dtype, np.floating) and n_frames and peak <= 1.0:
         raise DatasetError(f"{key}{where}: every pixel value is in 0..1 (max {peak:g}); frames must be 0..255 "
