@@ -47,6 +47,9 @@ class RecordConfig:
     estop_confirm_s: float = 2.0
     wait_slice_s: float = 0.05
     move: MoveToStartConfig = field(default_factory=MoveToStartConfig)  # the move to a start pose
+    # During the move (not recorded) a short loss of fresh States is waited out: a Franka starting a new
+    # motion after a watchdog hold sends no State for ~0.1 s. Longer than this aborts the move.
+    move_link_grace_s: float = 1.0
 
 
 @dataclass
@@ -235,6 +238,7 @@ class Recorder:
         watch = LinkWatch(self.config.stale_timeout_s)
         self.safety.reset()
         t0 = time.monotonic() + self.period
+        i = 0  # the ramp's index: it advances only while the link is fresh
         for k in range(len(plan) + settle + 1):
             err = float(np.max(np.abs(np.asarray(state.positions, np.float64) - target)))
             if self._stop:
@@ -246,7 +250,7 @@ class Recorder:
                 return MoveResult(True, k, err), state
             if k == len(plan) + settle:
                 break
-            fr = self.safety.filter(plan[min(k, len(plan) - 1)], state.positions)
+            fr = self.safety.filter(plan[min(i, len(plan) - 1)], state.positions)
             if fr.command is None:
                 return MoveResult(False, k, err, f"move to start: no command could be sent ({fr.reason})"), state
             if self.config.lockstep:
@@ -260,8 +264,12 @@ class Recorder:
                 self._wait_until(t0 + k * self.period)
                 nxt = self.robot.latest_state()
                 if not watch.check(self.robot.healthy, nxt):
-                    return MoveResult(False, k, err, "move to start: link lost (no fresh State)"), state
+                    if time.monotonic() - watch.lost_since > self.config.move_link_grace_s:
+                        return MoveResult(False, k, err, f"move to start: link lost (no fresh State for "
+                                                         f"{self.config.move_link_grace_s:g} s)"), state
+                    continue  # resend the same target next tick
                 state = nxt
+            i += 1
         waited = (len(plan) + settle) * self.period
         return MoveResult(False, len(plan) + settle, err,
                           not_reached_line(np.asarray(state.positions), target, names, waited, cfg.tolerance)), state
