@@ -72,7 +72,7 @@ def record(out: str, episodes: int, seed: int, robot: str = "emulator-lockstep")
     return report
 
 
-def buffer_stats(path: str) -> dict:
+def buffer_stats(path: str, first: int | None = None) -> dict:
     """One buffer's demonstrations: sizes, per-joint state statistics, command speeds, starts, and the task
     judge's verdict (success, mode) on every episode's measured positions."""
     import numpy as np
@@ -83,7 +83,10 @@ def buffer_stats(path: str) -> dict:
 
     rb = load_replay_buffer(path)
     s, a = np.asarray(rb.data["state"], np.float64), np.asarray(rb.data["action"], np.float64)
-    ends = np.asarray(rb.episode_ends, np.int64)
+    ends = np.asarray(rb.episode_ends, np.int64)[:first]  # the first `first` episodes (all: None)
+    if len(ends) == 0:
+        raise SystemExit(f"{path}: no episodes to compare")
+    s, a = s[:ends[-1]], a[:ends[-1]]
     begins = np.concatenate([[0], ends[:-1]])
     lengths = ends - begins
     period = 0.1
@@ -102,7 +105,8 @@ def buffer_stats(path: str) -> dict:
     def r(x) -> list:
         return [round(float(y), 4) for y in np.asarray(x).reshape(-1)]
     return {
-        "buffer": path, "episodes": int(len(ends)), "frames": int(ends[-1]) if len(ends) else 0,
+        "buffer": path if first is None else f"{path} (first {len(ends)})",
+        "episodes": int(len(ends)), "frames": int(ends[-1]) if len(ends) else 0,
         "length": {"mean": round(float(lengths.mean()), 1), "min": int(lengths.min()), "max": int(lengths.max())},
         "success": ok, "failed_seeds_index": [i for i, v in enumerate(verdicts) if not v.success],
         "modes": {m: modes.get(m, 0) for m in ("over", "under", "none")},
@@ -117,10 +121,11 @@ def buffer_stats(path: str) -> dict:
     }
 
 
-def compare(paths: list[str]) -> dict:
-    """buffer_stats of each buffer, and the largest per-joint difference of their means and spreads."""
+def compare(paths: list[str], first: int | None = None) -> dict:
+    """buffer_stats of each buffer (its first `first` episodes), and the largest per-joint difference of
+    their means and spreads."""
     import numpy as np
-    out = {"buffers": [buffer_stats(p) for p in paths]}
+    out = {"buffers": [buffer_stats(p, first) for p in paths]}
     if len(paths) == 2:
         x, y = out["buffers"]
         for key in ("state_mean", "state_std", "joint_speed_mean"):
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare")
     c.add_argument("buffers", nargs="+")
     c.add_argument("--json", default=None)
+    c.add_argument("--first", type=int, default=None, help="compare only each buffer's first N episodes")
     e = sub.add_parser("eval")
     e.add_argument("args", nargs=argparse.REMAINDER, help="imle-eval-arm's arguments")
     a = p.parse_args(argv)
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(record(a.out, a.episodes, a.seed), indent=1))
         return 0
     if a.cmd == "compare":
-        report = compare(a.buffers)
+        report = compare(a.buffers, a.first)
         if a.json:
             Path(a.json).write_text(json.dumps(report, indent=1))
         print(table(report))
