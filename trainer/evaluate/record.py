@@ -38,7 +38,8 @@ def reference_rollouts(package: str | Path, seed: int, episodes: int,
     from runtime.policy import Policy
     from trainer.evaluate.env import make_env
 
-    env = make_env(None, 300)
+    shape = load_package(package, trust=False).manifest.obs.image_shape  # an image package observes frames
+    env = make_env(tuple(shape) if shape else None, 300)
     rewards, first = [], []
     try:
         for ep in range(episodes):
