@@ -138,6 +138,8 @@ def _review(res: Any, mode: str, require_success: bool, ask: Callable[[str], str
             f"clipped {res.clipped}, rate-limited {res.rate_limited}")
     if getattr(res, "move", None) is not None:
         line += f", moved to start in {res.move.ticks} commands (off by {res.move.error:.4f})"
+    if getattr(res, "late_ticks", 0):
+        line += f", {res.late_ticks} ticks waited for a fresh State"
     if mode == "auto":
         keep = not (require_success and res.success is not True)
         print(f"{line} -> {'kept' if keep else 'discarded (no success)'}")

@@ -50,6 +50,9 @@ class RecordConfig:
     # During the move (not recorded) a short loss of fresh States is waited out: a Franka starting a new
     # motion after a watchdog hold sends no State for ~0.1 s. Longer than this aborts the move.
     move_link_grace_s: float = 1.0
+    # During an episode a tick without a fresh State waits this long for one (a loaded host can stall a
+    # Franka's control process for ~0.1 s) before the episode is aborted; such late ticks are counted.
+    link_grace_s: float = 0.3
 
 
 @dataclass
@@ -63,6 +66,7 @@ class EpisodeResult:
     clipped: int = 0               # commands the safety filter changed (position box)
     rate_limited: int = 0          # ... or limited in step
     wall_s: float = 0.0
+    late_ticks: int = 0            # ticks that had to wait for a fresh State (within link_grace_s)
     move: Optional[MoveResult] = None  # the move to the start pose, when one was given
 
     @property
@@ -167,8 +171,11 @@ class Recorder:
                         break
                     state = self.robot.latest_state()
                     if not watch.check(self.robot.healthy, state):
-                        res.ended = "link lost (no fresh State)"
-                        break
+                        state = self._wait_fresh(watch)
+                        if state is None:
+                            res.ended = f"link lost (no fresh State for {self.config.link_grace_s:g} s)"
+                            break
+                        res.late_ticks += 1
                 problem = self._device_problem(state)
                 if problem:
                     res.ended = problem
@@ -332,6 +339,16 @@ class Recorder:
                     self.robot.send_command(fr.command)
         except Exception:
             pass
+
+    def _wait_fresh(self, watch: LinkWatch) -> Optional[State]:
+        """Poll for a fresh State for up to link_grace_s (None: none came, or the operator stopped)."""
+        deadline = time.monotonic() + self.config.link_grace_s
+        while not self._stop and time.monotonic() < deadline:
+            time.sleep(0.005)
+            state = self.robot.latest_state()
+            if watch.check(self.robot.healthy, state):
+                return state
+        return None
 
     def _wait_until(self, deadline: float) -> None:
         while not self._stop:
