@@ -25,8 +25,8 @@ from runtime.package import (EXTERNAL_DATA, MAX_FILE_BYTES, Package, PackageErro
 # encoders), plus a few plain tensor operators of the same kind. Anything else (control flow,
 # random generators, custom domains, contrib kernels) is refused before onnxruntime loads the file.
 SUPPORTED_OPS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Sqrt", "Pow", "Exp", "Log", "Sin", "Cos", "Erf", "Tanh", "Sigmoid",
-    "Relu", "Softplus", "Mish", "Clip", "Min", "Max", "Where", "Equal", "Less", "Greater", "Not",
+    "Add", "Sub", "Mul", "Div", "Reciprocal", "Neg", "Abs", "Sqrt", "Pow", "Exp", "Log", "Sin", "Cos", "Erf", "Tanh",
+    "Sigmoid", "Relu", "Softplus", "Mish", "Clip", "Min", "Max", "Where", "Equal", "Less", "Greater", "Not",
     "MatMul", "Gemm", "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
     "ReduceSum", "BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization",
     "Softmax", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Gather",
