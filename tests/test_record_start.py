@@ -234,3 +234,32 @@ def test_the_ramp_keeps_every_joint_inside_its_step_and_ends_on_the_start():
     # joints arrive together (one time law): joint 2's path is the same fraction as joint 1's at every row
     np.testing.assert_allclose(path[:, 1] / -0.2, path[:, 0], atol=1e-12)
     assert plan_move(goal, goal, 0.1, 0.3, max_step).tolist() == [goal.tolist()]
+
+
+class Flaky:
+    """A real-time robot stand-in whose link is unhealthy for the first `bad` looks, then fresh again."""
+
+    def __init__(self, bad):
+        self.bad, self.looks = bad, 0
+
+    @property
+    def healthy(self):
+        self.looks += 1
+        return self.looks > self.bad
+
+    def latest_state(self):
+        import time
+        from types import SimpleNamespace
+        return SimpleNamespace(rx_time=time.monotonic(), positions=np.zeros(3))
+
+
+@pytest.mark.parametrize("bad, fresh", [(3, True), (10 ** 9, False)])
+def test_a_tick_without_a_fresh_state_waits_within_the_grace_then_gives_up(task_file, bad, fresh):
+    from runtime.safety import LinkWatch
+    handle, _, rec, _ = recorder(task_file)
+    handle.close()
+    rec.robot = Flaky(bad)
+    rec.config.link_grace_s = 0.05
+    got = rec._wait_fresh(LinkWatch(0.3))
+    assert (got is not None) == fresh
+    assert rec.robot.looks >= (4 if fresh else 2)
