@@ -3,13 +3,21 @@
     imle-record --task TASK.toml --out demos.zarr --robot SPEC [--robot.FIELD VALUE ...]
                 --source scripted:MODULE:FUNCTION | keyboard
                 [--episodes N] [--seed S] [--max-steps N] [--review ask|auto] [--require-success]
-                [--camera standin|picamera] [--robot-config FILE] [--obs-map ...] [--joint-map ...]
+                [--camera NAME --camera.FIELD VALUE ...] [--camera-max-age S] [--camera-max-repeat N]
+                [--robot-config FILE] [--obs-map ...] [--joint-map ...]
                 [--start MODULE:FUNCTION [--start-speed V] [--start-tolerance T] [--start-timeout S]]
     imle-record --out demos.zarr --discard-last
 
 Each episode is stored only when it is kept (`--review ask`: a prompt after every episode, keep /
 discard and re-record / quit; `auto`: keep every episode that ended normally), and then atomically:
 Ctrl-C, a crash or SIGKILL never damage the episodes already stored.
+
+Cameras (a task with an image) are chosen as for imle-run: `--camera NAME` (picamera2, v4l2, simulated,
+recorded, synthetic) with `--camera.FIELD VALUE` options (runtime.cameras). Each tick records the frame
+paired with that tick's State by capture time; a frame older than --camera-max-age, dated in the
+future, missing, or the same frame for more than --camera-max-repeat ticks is never recorded: the
+episode ends there, is discarded (one line saying why; counted as a camera stale event) and the next
+attempt starts. The review line and the final line show the camera's frame rate and stale count.
 
 `--start MODULE:FUNCTION`: FUNCTION(task, seed) gives each episode's start pose (the task's action
 order); before the episode the robot is driven there slowly through the same robot interface, inside
@@ -19,6 +27,7 @@ poses on a real robot.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from pathlib import Path
@@ -32,7 +41,7 @@ EPILOG = """exit status:
        (one line on stderr)
   3    the attempts ran out before --episodes episodes were kept
   4    an episode was aborted (device e-stop or fault, bad State, link lost, a source error, the robot
-       did not reach the start pose);
+       did not reach the start pose, the camera stopped);
        the device was e-stopped; the episodes stored before it are intact
   5    an e-stop was needed and the device did NOT confirm it: make the robot safe by hand
   130  interrupted (Ctrl-C / SIGTERM), e-stop confirmed; the episode in progress was not stored"""
@@ -63,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: ask on a terminal, else auto)")
     p.add_argument("--require-success", action="store_true",
                    help="auto review: keep only episodes whose task success signal reached its threshold")
-    p.add_argument("--camera", choices=("picamera", "standin"), default=None,
-                   help="camera for a task with an image (standin: synthetic frames)")
+    from runtime.cameras import add_camera_arguments
+    from runtime.cameras.monitor import DEFAULT_MAX_REPEAT
+    cam = add_camera_arguments(p)
+    cam.add_argument("--camera-max-age", type=float, default=None, metavar="S",
+                     help="a frame older than this is not recorded: the episode is discarded (default: two "
+                          "periods, at least 0.1 s)")
+    cam.add_argument("--camera-max-repeat", type=int, default=DEFAULT_MAX_REPEAT, metavar="N",
+                     help="the same frame for more ticks in a row than this is a frozen camera: the episode is "
+                          "discarded")
     p.add_argument("--robot-config", metavar="FILE", default=None, help="the operator's robot configuration (TOML)")
     p.add_argument("--obs-map", default=None, metavar="TASK=ROBOT,...", help="read state column TASK from ROBOT")
     p.add_argument("--joint-map", default=None, metavar="TASK=ROBOT,...", help="task joint TASK is robot joint ROBOT")
@@ -131,11 +147,17 @@ def _ask(prompt: str) -> str:
         return "q"
 
 
-def _review(res: Any, mode: str, require_success: bool, ask: Callable[[str], str]) -> str:
+def _fps(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:.1f}"
+
+
+def _review(res: Any, mode: str, require_success: bool, ask: Callable[[str], str], camera: Any = None) -> str:
     """'keep', 'discard' or 'quit' for a complete episode."""
     succ = "-" if res.success is None else ("yes" if res.success else "no")
     line = (f"episode {res.index}: seed {res.seed}, {res.steps} steps, ended: {res.ended}, success: {succ}, "
             f"clipped {res.clipped}, rate-limited {res.rate_limited}")
+    if camera is not None:
+        line += f", camera {_fps(res.camera_fps)} fps, stale {res.camera_stale}"
     if getattr(res, "move", None) is not None:
         line += f", moved to start in {res.move.ticks} commands (off by {res.move.error:.4f})"
     if getattr(res, "late_ticks", 0):
@@ -190,6 +212,45 @@ def _start_function(args: argparse.Namespace) -> Optional[Callable[[Any, int], A
         raise UserError(str(exc)) from None
 
 
+def _camera_settings(args: argparse.Namespace, task: Any) -> Any:
+    """The camera an image task needs, named explicitly (never a silent stand-in); None for a task without
+    images. UserError (one line) for a missing, unknown, misconfigured or unwanted camera."""
+    from runtime.cameras import NAMES_HELP, CameraSpecError, build_camera_settings, camera_cli_values
+    options = camera_cli_values(args)
+    if not task.images:
+        if args.camera is not None or options:
+            given = f"--camera {args.camera}" if args.camera is not None else f"--camera.{next(iter(options))}"
+            raise UserError(f"{given}: task {task.name} records no image; drop the camera options")
+        return None
+    if args.camera is None:
+        raise UserError(f"task {task.name} records an image ({task.images[0].key}): give --camera NAME "
+                        f"({NAMES_HELP})")
+    age = args.camera_max_age
+    if age is not None and not (math.isfinite(age) and 0 < age <= 60):
+        raise UserError(f"--camera-max-age must be a number of seconds in (0, 60], got {age!r}")
+    if not 1 <= args.camera_max_repeat <= 1_000_000:
+        raise UserError(f"--camera-max-repeat must be an integer in 1..1000000, got {args.camera_max_repeat}")
+    try:
+        return build_camera_settings(args.camera, options)
+    except CameraSpecError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _open_camera(settings: Any, task: Any, handle: Any) -> Any:
+    """A FrameStream on the chosen camera (after the robot: the simulated camera draws its States)."""
+    from runtime.cameras import CameraContext, CameraSpecError, open_stream
+    try:
+        stream = open_stream(settings, CameraContext(tuple(task.images[0].shape), task.period_s, handle.lockstep,
+                                                     handle.robot, handle.capabilities))
+    except CameraSpecError as exc:
+        raise UserError(str(exc)) from None
+    if stream.synthetic:
+        print(f"{PROG}: WARNING: camera {stream.label}: SYNTHETIC FRAMES, NOT A CAMERA are recorded", file=sys.stderr)
+    else:
+        print(f"{PROG}: camera: {stream.label}", file=sys.stderr)
+    return stream
+
+
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, dict]:
     """Task, robot config, source and name maps (all checked before anything is connected)."""
     from runtime.binding import MappingError, parse_name_map
@@ -212,8 +273,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, dict]:
         maps = parse_name_map(args.obs_map, "--obs-map"), parse_name_map(args.joint_map, "--joint-map")
     except MappingError as exc:
         raise UserError(str(exc)) from None
-    if task.images and args.camera is None:
-        raise UserError(f"task {task.name} records an image ({task.images[0].key}): give --camera")
+    args.camera_settings = _camera_settings(args, task)
     try:
         source = make_source(args.source)
     except SourceError as exc:
@@ -222,9 +282,10 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, dict, dict]:
 
 
 def main(argv: Optional[list[str]] = None, ask: Callable[[str], str] = _ask) -> int:
+    from runtime.cameras import unknown_camera_options
     from runtime.robots import unknown_robot_options
     argv = list(sys.argv[1:] if argv is None else argv)
-    unknown = unknown_robot_options(argv)
+    unknown = unknown_robot_options(argv) or unknown_camera_options(argv)
     if unknown:
         return _fail(unknown)
     args = build_parser().parse_args(argv)
@@ -255,12 +316,8 @@ def main(argv: Optional[list[str]] = None, ask: Callable[[str], str] = _ask) -> 
             handle = robots.make_robot(settings, period_s=task.period_s, package=args.task)
         except (robots.RobotSpecError, LinkError) as exc:
             raise UserError(str(exc)) from None
-        if task.images:
-            from runtime.sensors import LatestFrame, make_camera
-            try:
-                camera = LatestFrame(make_camera(args.camera, tuple(task.images[0].shape)))
-            except (RuntimeError, ValueError) as exc:
-                raise UserError(str(exc)) from None
+        if args.camera_settings is not None:
+            camera = _open_camera(args.camera_settings, task, handle)
         code = _record(args, mode, task, rc, source, obs_map, joint_map, handle, writer, camera, ask, start_fn)
     except UserError as exc:
         code = _fail(str(exc))
@@ -290,7 +347,8 @@ def _record(args: argparse.Namespace, mode: str, task: Any, rc: Any, source: Any
         rec = Recorder(handle.robot, handle.capabilities, task,
                        RecordConfig(task.period_s, args.max_steps, lockstep=handle.lockstep,
                                     move=MoveToStartConfig(args.start_speed, args.start_tolerance,
-                                                           args.start_timeout)),
+                                                           args.start_timeout),
+                                    camera_max_age_s=args.camera_max_age, camera_max_repeat=args.camera_max_repeat),
                        camera, rc, obs_map, joint_map)
     except (MappingError, SafetyConfigError, RobotConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -312,20 +370,29 @@ def _record(args: argparse.Namespace, mode: str, task: Any, rc: Any, source: Any
                 print(f"{PROG}: error: {exc}", file=sys.stderr)
                 code = 2
                 break
-            except SourceError as exc:
-                print(f"{PROG}: error: {exc}", file=sys.stderr)
+            except (SourceError, ValueError) as exc:  # ValueError: a State or frame that does not fit the task
+                print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
                 code = 4
                 break
             attempt += 1
             if rec.stopped:
                 code = 130
                 break
+            if res.camera_problem:  # a wrong frame is never recorded: this episode is discarded, counted
+                print(f"{PROG}: episode {res.index} discarded after {res.steps} steps: {res.ended}; not stored",
+                      file=sys.stderr)
+                stopped = camera.as_dict().get("stopped") if camera is not None else ""
+                if stopped:
+                    print(f"{PROG}: the camera stopped ({stopped}); recording ends", file=sys.stderr)
+                    code = 4
+                    break
+                continue
             if not res.complete:
                 print(f"{PROG}: episode {res.index} aborted after {res.steps} steps: {res.ended}; not stored",
                       file=sys.stderr)
                 code = 4
                 break
-            decision = _review(res, mode, args.require_success, ask)
+            decision = _review(res, mode, args.require_success, ask, camera)
             if decision == "quit":
                 break
             if decision == "keep":
@@ -345,8 +412,23 @@ def _record(args: argparse.Namespace, mode: str, task: Any, rc: Any, source: Any
     elif kept < args.episodes and decision_quit(kept, attempt, max_attempts):
         print(f"{PROG}: {kept} of {args.episodes} episodes kept after {attempt} attempts", file=sys.stderr)
         code = 3
-    print(f"{args.out}: {writer.n_episodes} episodes, {writer.n_frames} frames")
+    line = f"{args.out}: {writer.n_episodes} episodes, {writer.n_frames} frames"
+    if camera is not None:
+        d = camera.as_dict()
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(rec.camera_by_reason.items()))
+        line += (f"; camera {d.get('name', '?')}: {_fps(_num(d.get('fps')))} fps, {d.get('frames', 0)} frames, "
+                 f"drops {d.get('drops', 0)}, stale {rec.camera_stale}")
+        if rec.camera_stale:
+            line += f" ({reasons}; {rec.camera_stale} episodes discarded)"
+    print(line)
     return code
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def decision_quit(kept: int, attempt: int, max_attempts: int) -> bool:

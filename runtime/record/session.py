@@ -3,7 +3,10 @@ runtime's safety pieces (the same limits as imle-run: device Capabilities, robot
 range; a per-command step limit; State checks; device faults and e-stop), into per-episode arrays.
 
 Each tick records the robot's state (every column of the task's observation.state.names, by name),
-the command actually sent (after the safety filter, in the task's action order) and the camera frame.
+the command actually sent (after the safety filter, in the task's action order) and the camera frame
+paired with that State by capture time (runtime.cameras: FrameStream.frame_at, checked by a
+FrameMonitor exactly as imle-run checks it). A stale, future-dated, missing or frozen (repeated) frame
+is never recorded: it is counted and ends the episode with `ended = "camera ...: why"`, not stored.
 An episode ends when the source says it is done, the task's success signal reaches its threshold, or
 after max_steps; anything else (device e-stop or fault, a bad State, link lost, a non-finite command,
 an operator stop) aborts it and its rows are not offered for storing.
@@ -24,11 +27,14 @@ import numpy as np
 from firmware_bridge.protocol import Capabilities, State
 from firmware_bridge.robot import Robot, SimulatedRobot, is_simulated
 from runtime.binding import ActionMapper
+from runtime.cameras.frame import Frame
+from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, FrameMonitor, default_max_age
+from runtime.cameras.timed import UntimedSource, as_timed_source
 from runtime.device_reports import DeviceReports
 from runtime.record.sources import DemoSource, EpisodeStart, Observation, as_action
 from runtime.record.start import MoveResult, MoveToStartConfig, check_start, not_reached_line, plan_move
 from runtime.safety import LinkWatch, SafetyFilter, SafetyLimits, check_period, effective_limits
-from runtime.sensors import FrameSource, StateMapper
+from runtime.sensors import StateMapper
 from runtime.state_check import StateCheck
 from runtime.task_spec import TaskSpec
 
@@ -53,6 +59,11 @@ class RecordConfig:
     # During an episode a tick without a fresh State waits this long for one (a loaded host can stall a
     # Franka's control process for ~0.1 s) before the episode is aborted; such late ticks are counted.
     link_grace_s: float = 0.3
+    # The camera (an image task): a frame older than this at the tick (at its State's time in lock-step)
+    # ends the episode unstored; None: imle-run's default (two periods, at least 0.1 s).
+    camera_max_age_s: Optional[float] = None
+    camera_max_repeat: int = DEFAULT_MAX_REPEAT  # the same frame for more ticks in a row than this: frozen
+    camera_first_frame_s: float = 0.5  # after a simulated plant's reset, wait this long for a frame of it
 
 
 @dataclass
@@ -68,6 +79,9 @@ class EpisodeResult:
     wall_s: float = 0.0
     late_ticks: int = 0            # ticks that had to wait for a fresh State (within link_grace_s)
     move: Optional[MoveResult] = None  # the move to the start pose, when one was given
+    camera_stale: int = 0          # frames refused (stale, future, missing, frozen): each ends the episode
+    camera_fps: float = math.nan   # the camera's frame rate (capture times) at the episode's end
+    camera_problem: str = ""       # why a frame was refused ('' when none was)
 
     @property
     def complete(self) -> bool:
@@ -78,7 +92,7 @@ class Recorder:
     """Records episodes from one connected robot for one task."""
 
     def __init__(self, robot: Robot, caps: Capabilities, task: TaskSpec, config: RecordConfig,
-                 camera: Optional[FrameSource] = None, robot_config: Any = None,
+                 camera: Any = None, robot_config: Any = None,
                  obs_map: Optional[Mapping[str, str]] = None, joint_map: Optional[Mapping[str, str]] = None) -> None:
         """Raises MappingError / SafetyConfigError / RobotConfigError / ValueError (one line) when the task's
         names or limits do not fit the robot."""
@@ -98,7 +112,17 @@ class Recorder:
         self.safety = SafetyFilter(self.limits)
         self.state_check = StateCheck.for_device(caps)
         self.reports = DeviceReports()
-        self.camera = camera
+        # A FrameStream (runtime.cameras.open_stream); a camera with only latest() is stamped when read.
+        self.camera = as_timed_source(camera) if camera is not None else None
+        self.camera_max_age = (config.camera_max_age_s if config.camera_max_age_s is not None
+                               else default_max_age(self.period))
+        if not (math.isfinite(self.camera_max_age) and 0 < self.camera_max_age <= 60):
+            raise ValueError(f"camera max age must be in (0, 60] s, got {self.camera_max_age!r}")
+        if isinstance(config.camera_max_repeat, bool) or not 1 <= config.camera_max_repeat <= 1_000_000:
+            raise ValueError(f"camera max repeat must be an integer in 1..1000000, got {config.camera_max_repeat!r}")
+        self.camera_stale = 0                 # over every episode (the session summary)
+        self.camera_by_reason: dict[str, int] = {}
+        self._camera_epoch = -math.inf        # a simulated plant's reset: older frames show another scene
         if task.images and camera is None:
             raise ValueError(f"task {task.name} records images ({task.images[0].key}): give a camera (--camera)")
         if len(task.images) > 1:
@@ -144,6 +168,7 @@ class Recorder:
             rows[self.task.images[0].key] = []
         self.safety.reset()
         state = self._start_state(seed)
+        monitor = self._new_monitor()
         if start is not None:
             res.move, state = self.move_to_start(start, state)
             if not res.move.reached:
@@ -180,7 +205,18 @@ class Recorder:
                 if problem:
                     res.ended = problem
                     break
-                obs = self._observe(state, step)
+                pixels = None
+                if monitor is not None:
+                    pixels = self._camera_pixels(state, monitor)
+                    if pixels is None:  # never record a wrong frame: counted, and the episode ends unstored
+                        res.camera_stale += 1
+                        res.camera_problem = monitor.last_error
+                        key = next(iter(monitor.by_reason))
+                        self.camera_stale += 1
+                        self.camera_by_reason[key] = self.camera_by_reason.get(key, 0) + 1
+                        res.ended = f"camera {key}: {monitor.last_error}"
+                        break
+                obs = self._observe(state, step, pixels)
                 if not began:
                     source.begin(EpisodeStart(index, seed, self.task, obs))
                     began = True
@@ -226,6 +262,8 @@ class Recorder:
         res.rate_limited = self.safety.counts.rate_limited - counts0[1]
         res.data = {k: np.stack(v) if v else np.zeros((0,), np.float32) for k, v in rows.items()}
         res.wall_s = time.monotonic() - t_ep
+        if self.camera is not None:
+            res.camera_fps = _finite_or_nan(self.camera.as_dict().get("fps"))
         return res
 
     # ------------------------------------------------------------------ move to start
@@ -284,7 +322,14 @@ class Recorder:
     # ------------------------------------------------------------------ pieces
     def _start_state(self, seed: int) -> Optional[State]:
         if self.simulated and isinstance(self.robot, SimulatedRobot):
-            return self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
+            state = self.robot.reset_plant(seed, timeout=self.config.reset_timeout_s)
+            if self.camera is not None and state is not None and math.isfinite(state.rx_time):
+                # The plant jumped to a new scene: only frames captured since show it; give the camera
+                # time to deliver one before the first tick (as imle-run does).
+                self._camera_epoch = state.rx_time
+                if not isinstance(self.camera, UntimedSource):  # no timestamps: it cannot wait
+                    self.camera.frame_at(state.rx_time, max(self.camera_max_age, self.config.camera_first_frame_s))
+            return state
         st = self.robot.latest_state()
         if st is None:
             try:
@@ -316,16 +361,52 @@ class Recorder:
             return f"bad State: {bad[1]}"
         return ""
 
-    def _observe(self, state: State, step: int) -> Observation:
+    def _new_monitor(self) -> Optional[FrameMonitor]:
+        """One per episode (a frame repeated across episodes is not a frozen camera); max_stale 1: the
+        first refused frame ends the episode."""
+        if self.camera is None or not self.task.images:
+            return None
+        return FrameMonitor(self.camera_max_age, self.config.camera_max_repeat, 1)
+
+    def _paired_frame(self, t_state: float, wait_s: float) -> Optional[Frame]:
+        """The frame captured nearest to (not after) t_state, never one from before a plant reset; for the
+        reset State itself, the first frame since the reset (no command has moved the plant yet)."""
+        assert self.camera is not None
+        frame = self.camera.frame_at(t_state, wait_s)
+        if frame is not None and frame.t_capture >= self._camera_epoch:
+            return frame
+        if t_state <= self._camera_epoch:
+            latest = self.camera.latest_frame()
+            if latest is not None and latest.t_capture >= self._camera_epoch:
+                return latest
+        return None
+
+    def _camera_pixels(self, state: State, monitor: FrameMonitor) -> Optional[np.ndarray]:
+        """The pixels of the frame paired with `state`, or None when the monitor refuses it (its age is
+        taken at the tick, or at the State's time in lock-step after waiting for the State's frame)."""
+        now = time.monotonic()
+        t_state = state.rx_time if math.isfinite(state.rx_time) else now
+        lockstep = self.config.lockstep
+        frame = self._paired_frame(t_state, monitor.max_age_s if lockstep else 0.0)
+        if frame is not None:
+            self._check_shape(frame.pixels)  # a camera of another size is a setup mistake, not a glitch
+        if not monitor.check(frame, t_state if lockstep else now):
+            return None
+        assert frame is not None
+        return np.asarray(frame.pixels, np.uint8)
+
+    def _check_shape(self, pixels: Any) -> None:
+        im = self.task.images[0]
+        shape = list(np.shape(pixels))
+        if shape != list(im.shape):
+            raise ValueError(f"the camera gives frames of {shape}; task observation.images[0].shape is "
+                             f"{list(im.shape)}")
+        dtype = getattr(pixels, "dtype", type(pixels).__name__)
+        if dtype != np.uint8:
+            raise ValueError(f"the camera gives {dtype} frames; task observation.images[0] records uint8")
+
+    def _observe(self, state: State, step: int, image: Optional[np.ndarray] = None) -> Observation:
         values = self.mapper(state.positions, state.extras).astype(np.float32)
-        image = None
-        if self.camera is not None and self.task.images:
-            im = self.task.images[0]
-            frame = self.camera.latest()
-            image = np.asarray(frame, np.uint8)
-            if image.shape != tuple(im.shape):
-                raise ValueError(f"the camera gives frames of {list(image.shape)}; task observation.images[0].shape "
-                                 f"is {list(im.shape)}")
         return Observation(step, step * self.period, self.task.state.names, values, image)
 
     def _hold(self, state: Optional[State]) -> None:
@@ -356,6 +437,14 @@ class Recorder:
             if remaining <= 0:
                 return
             time.sleep(min(remaining, self.config.wait_slice_s))
+
+
+def _finite_or_nan(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
 
 
 def limits_summary(limits: SafetyLimits) -> str:
