@@ -2,10 +2,16 @@
 
     imle-hil record PACKAGE --robot emulator-lockstep --out TRACE [--precision int8|fp32] [--seed S]
                     [--episodes N] [--max-steps N] [--candidates N] [--robot.FIELD VALUE ...]
+                    [--camera simulated|synthetic]
     imle-hil check PACKAGE TRACE [--robot SPEC ...] [--tolerance]
 
 `check` replays the run with the trace's seeds and settings (on the trace's robot unless --robot is
 given) and prints the first divergence: episode, step, field, expected and got values.
+
+`--camera` (image packages only; kept in the trace, so `check` replays with the same camera):
+`simulated` (the default) draws the emulated Push-T plant from each lock-step State; `synthetic` is
+a gradient whose frame at tick k depends only on k (flagged synthetic). A state package given
+--camera is refused with one line.
 """
 from __future__ import annotations
 
@@ -48,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--candidates", type=int, default=None)
     r.add_argument("--no-temporal-consistency", action="store_true")
     r.add_argument("--tc-reset-after", type=int, default=None, metavar="N")
+    r.add_argument("--camera", default=None, metavar="simulated|synthetic",
+                   help="the camera of an image package (default simulated: the emulated plant drawn from each "
+                        "State; synthetic: a deterministic gradient); refused for a state package")
     c = sub.add_parser("check", help="replay a trace and report the first divergence")
     c.add_argument("package")
     c.add_argument("trace")
@@ -68,10 +77,12 @@ def _record(args: argparse.Namespace) -> int:
                         "traces outside it, e.g. exported_models/traces/")
     if args.robot is None:
         raise UserError("record needs --robot (e.g. emulator-lockstep)")
+    camera = _camera_choice(args.package, args.camera)
     settings = RunSettings(precision=args.precision, seed=args.seed, episodes=args.episodes, max_steps=args.max_steps,
                            candidates=args.candidates,
                            temporal_consistency=False if args.no_temporal_consistency else None,
-                           tc_reset_after=args.tc_reset_after, robot=args.robot, robot_options=cli_values(args))
+                           tc_reset_after=args.tc_reset_after, robot=args.robot, robot_options=cli_values(args),
+                           camera=camera)
     try:
         trace = record_run(args.package, settings)
     except RunError as exc:
@@ -87,6 +98,26 @@ def _record(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {trace.meta['package']} {trace.meta['precision']}, {trace.rows} steps, "
           f"{len(trace.plans['row'])} plans, manifest sha256 {trace.meta['manifest_sha256'][:12]}")
     return 0
+
+
+def _camera_choice(package: str, camera: Optional[str]) -> str:
+    """--camera for `record`: one of runtime.hil_run.CAMERAS, and only for a package that sees a camera
+    (UserError, one line). Without it: the RunSettings default (simulated), which a state package ignores."""
+    from runtime.hil_run import CAMERAS, RunSettings
+
+    if camera is None:
+        return RunSettings.camera
+    if camera not in CAMERAS:
+        raise UserError(f"--camera {camera}: use {' or '.join(CAMERAS)}")
+    from runtime.package import PackageError, read_manifest
+    try:  # only the observation's shape is read here; record_run checks the package in full
+        image = read_manifest(Path(package), trust=False).obs.image_shape
+    except (PackageError, OSError) as exc:
+        raise UserError(f"cannot load {package}: {' '.join(str(exc).split())[:200]}") from None
+    if image is None:
+        raise UserError(f"--camera {camera}: package {Path(package).name} sees no camera (a state policy); "
+                        f"drop --camera")
+    return camera
 
 
 def _check(args: argparse.Namespace) -> int:
