@@ -125,6 +125,17 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def camera_status(monitor: Any) -> str:
+    """The status line's camera part: holds so far and, while holding, how many in a row of the limit
+    ('' without a camera). Read from the loop's FrameMonitor (ints, written by the loop thread)."""
+    if monitor is None:
+        return ""
+    text = f" camera holds {monitor.holds}"
+    if monitor.in_row:
+        text += f" (HOLDING: {monitor.in_row} in a row, stop at {monitor.max_stale})"
+    return text
+
+
 class StatusLine:
     """A one-line live status on stderr, redrawn with \\r at most `hz` times a second from its own thread."""
 
@@ -143,8 +154,9 @@ class StatusLine:
         jit = "-" if math.isnan(s.jitter_ms) else f"{s.jitter_ms:.2f}"
         plan = "-" if math.isnan(s.plan_ms) else f"{s.plan_ms:.1f}"
         link = "ok" if s.link_ok else "LOST"
-        return (f"episode {s.episode + 1}/{self.episodes} step {s.step}/{self.max_steps} progress {prog} "
+        line = (f"episode {s.episode + 1}/{self.episodes} step {s.step}/{self.max_steps} progress {prog} "
                 f"jitter {jit} ms plan {plan} ms held {s.held} dropped {s.dropped} link {link}")
+        return line + camera_status(getattr(self.loop, "frame_monitor", None))
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
