@@ -49,6 +49,7 @@ from runtime.safety import (FilterResult, LinkWatch, SafetyConfigError, SafetyFi
 from runtime.schedule import ActionSchedule, Planner, PlanRequest, PlanResult, lead_ticks
 from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, DEFAULT_MAX_STALE, FrameMonitor, default_max_age
 from runtime.cameras.timed import as_timed_source
+from runtime.cameras.stream import paired_frame
 from runtime.sensors import FrameSource, ObservationHistory, StateMapper
 from runtime.state_check import StateCheck
 from runtime.stats import EpisodeStats, RunStats, StepLog, StepRecord
@@ -340,18 +341,8 @@ class ControlLoop:
         return self._frame_pixels
 
     def _paired_frame(self, t_state: float, wait_s: float) -> Any:
-        """The frame captured nearest to (not after) t_state, never one from before a plant reset (another
-        episode's scene). For the reset State itself, the first frame since the reset (no command has
-        moved the plant yet)."""
         assert self.camera is not None
-        frame = self.camera.frame_at(t_state, wait_s)
-        if frame is not None and frame.t_capture >= self._camera_epoch:
-            return frame
-        if t_state <= self._camera_epoch:
-            latest = self.camera.latest_frame()
-            if latest is not None and latest.t_capture >= self._camera_epoch:
-                return latest
-        return None
+        return paired_frame(self.camera, t_state, wait_s, self._camera_epoch)
 
     def _camera_ok(self, state: State, now: Optional[float]) -> bool:
         """Pick the frame captured nearest to (not after) the State's time and check it (age at `now`, or

@@ -161,3 +161,17 @@ class FrameStream:
 
 def _one_line(exc: BaseException) -> str:
     return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
+
+
+def paired_frame(stream: Any, t_state: float, wait_s: float, epoch: float) -> Optional[Frame]:
+    """The frame captured nearest to (not after) ``t_state``, never one from before ``epoch`` (a plant
+    reset: another episode's scene). For the reset State itself (t_state <= epoch), the first frame since
+    the reset: no command has moved the plant yet. One rule for imle-run's loop and imle-record."""
+    frame = stream.frame_at(t_state, wait_s)
+    if frame is not None and frame.t_capture >= epoch:
+        return frame
+    if t_state <= epoch:
+        latest = stream.latest_frame()
+        if latest is not None and latest.t_capture >= epoch:
+            return latest
+    return None

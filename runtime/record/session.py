@@ -30,6 +30,7 @@ from runtime.binding import ActionMapper
 from runtime.cameras.frame import Frame
 from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, FrameMonitor, default_max_age
 from runtime.cameras.timed import UntimedSource, as_timed_source
+from runtime.cameras.stream import paired_frame
 from runtime.device_reports import DeviceReports
 from runtime.record.sources import DemoSource, EpisodeStart, Observation, as_action
 from runtime.record.start import MoveResult, MoveToStartConfig, check_start, not_reached_line, plan_move
@@ -369,17 +370,8 @@ class Recorder:
         return FrameMonitor(self.camera_max_age, self.config.camera_max_repeat, 1)
 
     def _paired_frame(self, t_state: float, wait_s: float) -> Optional[Frame]:
-        """The frame captured nearest to (not after) t_state, never one from before a plant reset; for the
-        reset State itself, the first frame since the reset (no command has moved the plant yet)."""
         assert self.camera is not None
-        frame = self.camera.frame_at(t_state, wait_s)
-        if frame is not None and frame.t_capture >= self._camera_epoch:
-            return frame
-        if t_state <= self._camera_epoch:
-            latest = self.camera.latest_frame()
-            if latest is not None and latest.t_capture >= self._camera_epoch:
-                return latest
-        return None
+        return paired_frame(self.camera, t_state, wait_s, self._camera_epoch)
 
     def _camera_pixels(self, state: State, monitor: FrameMonitor) -> Optional[np.ndarray]:
         """The pixels of the frame paired with `state`, or None when the monitor refuses it (its age is
