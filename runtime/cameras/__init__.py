@@ -15,7 +15,7 @@ one-line CameraSpecError.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from runtime.cameras.base import Camera, CameraContext, CameraSettings, CameraSpecError
 from runtime.cameras.frame import Frame, FrameError, frame_problem, resize_nearest
@@ -26,7 +26,8 @@ from runtime.cameras.simulated import SimulatedConfig
 from runtime.cameras.stream import CameraTimeout, FrameStream
 from runtime.cameras.synthetic import SyntheticConfig
 from runtime.cameras.v4l2 import V4L2Config
-from runtime.robots.fields import FieldInfo, RobotSpecError, field_infos, from_text
+from runtime.robots.fields import (FieldInfo, RobotSpecError, add_field_options, field_infos, fields_by_name,
+                                   from_text, option_values, unknown_option)
 
 REGISTRY: dict[str, type[CameraSettings]] = {c.TYPE: c for c in (Picamera2Config, V4L2Config, SimulatedConfig,
                                                                   RecordedConfig, SyntheticConfig)}
@@ -45,11 +46,7 @@ def camera_fields(kind: str) -> dict[str, FieldInfo]:
 
 
 def all_fields() -> dict[str, list[tuple[str, FieldInfo]]]:
-    out: dict[str, list[tuple[str, FieldInfo]]] = {}
-    for kind in REGISTRY:
-        for name, info in camera_fields(kind).items():
-            out.setdefault(name, []).append((kind, info))
-    return out
+    return fields_by_name(REGISTRY)
 
 
 def add_camera_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -58,31 +55,17 @@ def add_camera_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentG
                                   "--camera.FIELD VALUE options; an image package needs one")
     g.add_argument("--camera", default=None, metavar="NAME",
                    help=f"{NAMES_HELP} (synthetic: fake gradient frames, only for tests and timing)")
-    for name, owners in all_fields().items():
-        info = owners[0][1]
-        kinds = ", ".join(k for k, _ in owners)
-        choices = f" [{'|'.join(info.choices)}]" if info.choices else ""
-        metavar = {str: "TEXT", int: "N", float: "X", bool: "BOOL"}[info.type]
-        kw: dict[str, Any] = {"nargs": "?", "const": "true"} if info.type is bool else {}
-        g.add_argument(OPTION_PREFIX + name, dest="camera__" + name, default=None, metavar=metavar,
-                       help=f"({kinds}) {info.help}{choices}", **kw)
+    add_field_options(g, all_fields(), OPTION_PREFIX, "camera")
     return g
 
 
 def unknown_camera_options(argv: Sequence[str]) -> Optional[str]:
     """A one-line error for a --camera.FIELD that no camera source has (before argparse sees it)."""
-    known = all_fields()
-    for arg in argv:
-        if arg.startswith(OPTION_PREFIX):
-            name = arg[len(OPTION_PREFIX):].split("=", 1)[0]
-            if name not in known:
-                return f"unknown camera option {OPTION_PREFIX}{name} (camera fields: {', '.join(known)})"
-    return None
+    return unknown_option(argv, OPTION_PREFIX, all_fields(), "camera")
 
 
 def camera_cli_values(args: argparse.Namespace) -> dict[str, str]:
-    return {name: getattr(args, "camera__" + name) for name in all_fields()
-            if getattr(args, "camera__" + name, None) is not None}
+    return option_values(args, "camera", all_fields())
 
 
 def build_camera_settings(name: str, options: Mapping[str, str]) -> CameraSettings:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from runtime.robots.emulator import EmulatorConfig
-from runtime.robots.fields import FieldInfo, RobotSpecError, field_infos, from_text, from_toml
+from runtime.robots.fields import (FieldInfo, RobotSpecError, add_field_options, field_infos, fields_by_name,
+                                   from_text, from_toml, option_values, unknown_option)
 from runtime.robots.franka import FrankaConfig
 from runtime.robots.handle import ConnectContext, RobotHandle, RobotSettings
 from runtime.robots.serial import SerialConfig
@@ -47,11 +48,7 @@ def robot_fields(kind: str) -> dict[str, FieldInfo]:
 
 def all_fields() -> dict[str, list[tuple[str, FieldInfo]]]:
     """Field name -> the robot types that have it (with its info there)."""
-    out: dict[str, list[tuple[str, FieldInfo]]] = {}
-    for kind in REGISTRY:
-        for name, info in robot_fields(kind).items():
-            out.setdefault(name, []).append((kind, info))
-    return out
+    return fields_by_name(REGISTRY)
 
 
 def parse_spec(spec: str) -> RobotSpec:
@@ -90,31 +87,17 @@ def add_robot_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("robot", f"the robot: --robot {SPEC_HELP}; --robot.FIELD VALUE sets a field "
                                   "(overrides the robot config's [robot] table)")
     g.add_argument("--robot", default=None, metavar="SPEC", help=SPEC_HELP)
-    for name, owners in all_fields().items():
-        info = owners[0][1]
-        kinds = ", ".join(k for k, _ in owners)
-        choices = f" [{'|'.join(info.choices)}]" if info.choices else ""
-        metavar = {str: "TEXT", int: "N", float: "X", bool: "BOOL"}[info.type]
-        kw: dict[str, Any] = {"nargs": "?", "const": "true"} if info.type is bool else {}
-        g.add_argument(OPTION_PREFIX + name, dest="robot__" + name, default=None, metavar=metavar,
-                       help=f"({kinds}) {info.help}{choices}", **kw)
+    add_field_options(g, all_fields(), OPTION_PREFIX, "robot")
 
 
 def unknown_robot_options(argv: Sequence[str]) -> Optional[str]:
     """A one-line error for a --robot.FIELD that no robot configuration has (before argparse sees it)."""
-    known = all_fields()
-    for arg in argv:
-        if arg.startswith(OPTION_PREFIX):
-            name = arg[len(OPTION_PREFIX):].split("=", 1)[0]
-            if name not in known:
-                return f"unknown robot option {OPTION_PREFIX}{name} (robot fields: {', '.join(known)})"
-    return None
+    return unknown_option(argv, OPTION_PREFIX, all_fields(), "robot")
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, str]:
     """The --robot.FIELD values given on the command line (as text)."""
-    return {name: getattr(args, "robot__" + name) for name in all_fields()
-            if getattr(args, "robot__" + name, None) is not None}
+    return option_values(args, "robot", all_fields())
 
 
 def build_settings(cli_spec: Optional[str], cli_options: Mapping[str, str], file_spec: Optional[RobotSpec] = None,

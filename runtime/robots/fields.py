@@ -12,7 +12,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 MAX_TEXT = 1024
 
@@ -105,3 +105,43 @@ def check_positive(value: float, where: str, upper: float = math.inf) -> None:
     if not (math.isfinite(value) and 0 < value <= upper):
         bound = f" and at most {upper:g}" if math.isfinite(upper) else ""
         raise RobotSpecError(f"{where} must be a finite number > 0{bound}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- --PREFIX.FIELD options
+# Robot and camera registries both turn their config dataclasses' fields into command-line options.
+def fields_by_name(registry: Mapping[str, type]) -> dict[str, list[tuple[str, FieldInfo]]]:
+    """Field name -> [(registered kind, its FieldInfo), ...] over every class of a registry."""
+    out: dict[str, list[tuple[str, FieldInfo]]] = {}
+    for kind, cls in registry.items():
+        for info in field_infos(cls):
+            out.setdefault(info.name, []).append((kind, info))
+    return out
+
+
+def add_field_options(group: Any, owners_by_name: Mapping[str, list[tuple[str, FieldInfo]]], prefix: str,
+                      dest: str) -> None:
+    """One ``PREFIX.FIELD`` option per field (dest ``DEST__FIELD``, text values parsed later by from_text)."""
+    for name, owners in owners_by_name.items():
+        info = owners[0][1]
+        kinds = ", ".join(k for k, _ in owners)
+        choices = f" [{'|'.join(info.choices)}]" if info.choices else ""
+        metavar = {str: "TEXT", int: "N", float: "X", bool: "BOOL"}[info.type]
+        kw: dict[str, Any] = {"nargs": "?", "const": "true"} if info.type is bool else {}
+        group.add_argument(prefix + name, dest=f"{dest}__{name}", default=None, metavar=metavar,
+                           help=f"({kinds}) {info.help}{choices}", **kw)
+
+
+def unknown_option(argv: Sequence[str], prefix: str, known: Mapping[str, Any], what: str) -> Optional[str]:
+    """A one-line error for a ``PREFIX.FIELD`` that no registered class has (before argparse sees it)."""
+    for arg in argv:
+        if arg.startswith(prefix):
+            name = arg[len(prefix):].split("=", 1)[0]
+            if name not in known:
+                return f"unknown {what} option {prefix}{name} ({what} fields: {', '.join(known)})"
+    return None
+
+
+def option_values(args: Any, dest: str, known: Mapping[str, Any]) -> dict[str, str]:
+    """The ``PREFIX.FIELD`` values given on the command line (as text)."""
+    return {name: getattr(args, f"{dest}__{name}") for name in known
+            if getattr(args, f"{dest}__{name}", None) is not None}
