@@ -3,5 +3,5 @@
   "version": 1,
   "algorithm": "ed25519",
   "key_id": "166a878419637cd9",
-  "signature": "AfV9OxydrSZuTVBCa7akTvxW7ILzPTRTcXEzOK2bXFCm4TDCMh4pWNqw7SxxaqEFF9d/eOx179Jefa7/+wBSBQ=="
+  "signature": "tRty89N+RLBcXvkMnJ0FcMhtUxDlOmh0tKU6Iwp3YaPPHDr/nAz8aowPe20oFMo46Y56STKmN24IVaz4yhrFBQ=="
 }
