@@ -300,26 +300,12 @@ def _write_outputs(out: Path, stats: Any, summary: dict, loop: Any, save_media: 
 def _camera_settings(args: argparse.Namespace, policy: Any) -> Any:
     """The camera an image package needs, named explicitly (never a silent stand-in); None for a state
     package. UserError (one line) for a missing, unknown or misconfigured camera."""
-    from runtime.cameras import NAMES_HELP, CameraSpecError, build_camera_settings, camera_cli_values
+    from runtime.cameras import CameraSpecError, camera_from_args
     image = policy.manifest.obs.image_shape
-    options = camera_cli_values(args)
-    name = Path(args.package).name
-    if image is None:
-        if args.camera is not None or options:
-            given = f"--camera {args.camera}" if args.camera is not None else f"--camera.{next(iter(options))}"
-            raise UserError(f"{given}: package {name} sees no camera (a state policy); drop the camera options")
-        return None
-    if args.camera is None:
-        raise UserError(f"package {name} sees a camera ({'x'.join(map(str, image))} frames): give --camera NAME "
-                        f"({NAMES_HELP}); --camera synthetic runs it on fake frames")
-    age = args.camera_max_age
-    if age is not None and not (math.isfinite(age) and 0 < age <= 60):
-        raise UserError(f"--camera-max-age must be a number of seconds in (0, 60], got {age!r}")
-    for flag, value in (("--camera-max-repeat", args.camera_max_repeat), ("--camera-max-stale", args.camera_max_stale)):
-        if not 1 <= value <= 1_000_000:
-            raise UserError(f"{flag} must be an integer in 1..1000000, got {value}")
+    needs = None if image is None else f"sees a camera ({'x'.join(map(str, image))} frames)"
     try:
-        return build_camera_settings(args.camera, options)
+        return camera_from_args(args, f"package {Path(args.package).name}", needs,
+                                "sees no camera (a state policy)", "; --camera synthetic runs it on fake frames")
     except CameraSpecError as exc:
         raise UserError(str(exc)) from None
 

@@ -98,3 +98,31 @@ def open_stream(settings: CameraSettings, context: CameraContext, first_frame_ti
             camera.close()
         finally:
             raise CameraSpecError(f"camera {settings.label()}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def camera_from_args(args: argparse.Namespace, owner: str, needs: Optional[str], without: str,
+                     hint: str = "") -> Optional[CameraSettings]:
+    """The camera named on a command line (--camera, --camera.FIELD, --camera-max-*), checked against what
+    ``owner`` needs: ``needs`` describes its images ("sees a camera (3x96x96 frames)"), None when it has
+    none (``without`` says so). Never a silent stand-in: CameraSpecError (one line) for a missing,
+    unwanted, unknown or misconfigured camera. Shared by imle-run and imle-record."""
+    import math
+
+    options = camera_cli_values(args)
+    if needs is None:
+        if args.camera is not None or options:
+            given = f"--camera {args.camera}" if args.camera is not None else f"--camera.{next(iter(options))}"
+            raise CameraSpecError(f"{given}: {owner} {without}; drop the camera options")
+        return None
+    if args.camera is None:
+        raise CameraSpecError(f"{owner} {needs}: give --camera NAME ({NAMES_HELP}){hint}")
+    age = args.camera_max_age
+    if age is not None and not (math.isfinite(age) and 0 < age <= 60):
+        raise CameraSpecError(f"--camera-max-age must be a number of seconds in (0, 60], got {age!r}")
+    limits = [("--camera-max-repeat", args.camera_max_repeat)]
+    if hasattr(args, "camera_max_stale"):
+        limits.append(("--camera-max-stale", args.camera_max_stale))
+    for flag, value in limits:
+        if not 1 <= value <= 1_000_000:
+            raise CameraSpecError(f"{flag} must be an integer in 1..1000000, got {value}")
+    return build_camera_settings(args.camera, options)

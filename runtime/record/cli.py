@@ -215,23 +215,10 @@ def _start_function(args: argparse.Namespace) -> Optional[Callable[[Any, int], A
 def _camera_settings(args: argparse.Namespace, task: Any) -> Any:
     """The camera an image task needs, named explicitly (never a silent stand-in); None for a task without
     images. UserError (one line) for a missing, unknown, misconfigured or unwanted camera."""
-    from runtime.cameras import NAMES_HELP, CameraSpecError, build_camera_settings, camera_cli_values
-    options = camera_cli_values(args)
-    if not task.images:
-        if args.camera is not None or options:
-            given = f"--camera {args.camera}" if args.camera is not None else f"--camera.{next(iter(options))}"
-            raise UserError(f"{given}: task {task.name} records no image; drop the camera options")
-        return None
-    if args.camera is None:
-        raise UserError(f"task {task.name} records an image ({task.images[0].key}): give --camera NAME "
-                        f"({NAMES_HELP})")
-    age = args.camera_max_age
-    if age is not None and not (math.isfinite(age) and 0 < age <= 60):
-        raise UserError(f"--camera-max-age must be a number of seconds in (0, 60], got {age!r}")
-    if not 1 <= args.camera_max_repeat <= 1_000_000:
-        raise UserError(f"--camera-max-repeat must be an integer in 1..1000000, got {args.camera_max_repeat}")
+    from runtime.cameras import CameraSpecError, camera_from_args
+    needs = f"records an image ({task.images[0].key})" if task.images else None
     try:
-        return build_camera_settings(args.camera, options)
+        return camera_from_args(args, f"task {task.name}", needs, "records no image")
     except CameraSpecError as exc:
         raise UserError(str(exc)) from None
 
