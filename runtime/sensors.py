@@ -189,11 +189,9 @@ class StandInCamera:
             if frame.shape != self.shape:
                 raise ValueError(f"stand-in frame has shape {frame.shape}, expected {self.shape}")
             return frame
-        frame = np.empty(self.shape, np.uint8)
-        frame[..., 0] = (self._xx * 2 + i) % 256
-        frame[..., 1] = (self._yy * 2 + 3 * i) % 256
-        frame[..., 2] = (i * 5) % 256
-        return frame
+        from runtime.cameras.synthetic import gradient_frame
+
+        return gradient_frame(self.shape, self._yy, self._xx, i)
 
     def close(self) -> None:
         pass

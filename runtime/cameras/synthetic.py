@@ -38,11 +38,7 @@ class SyntheticCamera:
         self._yy, self._xx = np.mgrid[0:h, 0:w]
 
     def pixels(self, i: int) -> np.ndarray:
-        frame = np.empty(self.shape, np.uint8)
-        frame[..., 0] = (self._xx * 2 + i) % 256
-        frame[..., 1] = (self._yy * 2 + 3 * i) % 256
-        frame[..., 2] = (i * 5) % 256
-        return frame
+        return gradient_frame(self.shape, self._yy, self._xx, i)
 
     def read(self) -> Frame:
         t = self._pacer.wait()
@@ -52,3 +48,13 @@ class SyntheticCamera:
 
     def close(self) -> None:
         pass
+
+
+def gradient_frame(shape: tuple[int, ...], yy: np.ndarray, xx: np.ndarray, i: int) -> np.ndarray:
+    """Frame ``i`` of the deterministic moving gradient (``yy, xx = np.mgrid[0:H, 0:W]``): fake pixels that
+    change every frame, for tests and timing only."""
+    frame = np.empty(shape, np.uint8)
+    frame[..., 0] = (xx * 2 + i) % 256
+    frame[..., 1] = (yy * 2 + 3 * i) % 256
+    frame[..., 2] = (i * 5) % 256
+    return frame
