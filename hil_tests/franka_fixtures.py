@@ -34,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import pytest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Optional
@@ -279,3 +281,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
+
+
+@pytest.fixture(scope="module")
+def franka_sim():
+    """franka-sim with its limits enforced, one per test module (skips where it cannot run)."""
+    sim = enforcing_sim_or_skip()
+    yield sim
+    sim.cleanup()

@@ -12,16 +12,9 @@ pytest.importorskip("pylibfranka", reason="pylibfranka not installed (pip instal
 pytest.importorskip("franka_sim", reason="franka-sim not installed (pip install 'imle-policy[franka-sim]')")
 pytest.importorskip("mujoco", reason="franka-sim needs mujoco")
 
-from franka_fixtures import enforcing_sim_or_skip  # noqa: E402  (hil_tests/ is on sys.path)
+from franka_fixtures import franka_sim  # noqa: E402,F401  (hil_tests/ is on sys.path)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exported_models" / "franka-reach-around"
-
-
-@pytest.fixture(scope="module")
-def franka_sim():
-    sim = enforcing_sim_or_skip()
-    yield sim
-    sim.cleanup()
 
 
 @pytest.mark.slow

@@ -14,16 +14,9 @@ pytest.importorskip("franka_sim", reason="franka-sim not installed (pip install 
 pytest.importorskip("mujoco", reason="franka-sim needs mujoco")
 pytest.importorskip("zarr")
 
-from franka_fixtures import enforcing_sim_or_skip  # noqa: E402  (hil_tests/ is on sys.path)
+from franka_fixtures import franka_sim  # noqa: E402,F401  (hil_tests/ is on sys.path)
 
 TASK = Path(__file__).resolve().parents[1] / "trainer" / "tasks" / "franka-reach-around.toml"
-
-
-@pytest.fixture(scope="module")
-def franka_sim():
-    sim = enforcing_sim_or_skip()
-    yield sim
-    sim.cleanup()
 
 
 @pytest.mark.slow
