@@ -47,6 +47,11 @@ def test_a_refused_package_is_never_bundled(tmp_path):
 
 @pytest.mark.slow
 def test_host_bundle_installs_offline_and_verifies(tmp_path):
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    if free < 1 << 30:  # the bundle's wheels plus the venv it installs take ~270 MB; leave room for the rest
+        pytest.skip(f"only {free / 2**20:.0f} MiB free under {tmp_path.parent}: the offline install needs ~1 GiB")
     out = tmp_path / "bundle"
     try:
         build_bundle(out, None, None, [SHIPPED], None)
