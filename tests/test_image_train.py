@@ -58,7 +58,7 @@ def test_resuming_with_another_image_encoder_is_refused(image_buffer, tmp_path, 
     capsys.readouterr()
     assert train_main(_args(image_buffer, out, "--image-encoder", "resnet18gn")) == 2
     err = capsys.readouterr().err.strip()
-    assert "was trained with a different configuration" in err and "\n" not in err
+    assert "was trained with image_encoder = 'light', this run asks for 'resnet18gn'" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("extra, message", [

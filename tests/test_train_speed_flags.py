@@ -72,6 +72,28 @@ def test_a_run_resumes_with_other_speed_flags(tiny_buffer, tmp_path):
     assert not same_config(saved, _cfg(path, tmp_path / "r", lr=3e-4).to_dict())
 
 
+def test_a_resume_refusal_names_the_field_and_both_values_and_bookkeeping_may_differ(tiny_buffer, tmp_path):
+    import shutil
+
+    from trainer.train.loop import config_difference, train
+
+    path, _, _ = tiny_buffer
+    train(_cfg(path, tmp_path / "r", steps=2), progress=False)
+    saved = _cfg(path, tmp_path / "r").to_dict()
+    assert config_difference(saved, _cfg(path, tmp_path / "r", lr=3e-4).to_dict())[0] == "lr"
+    assert config_difference(saved, _cfg(path, tmp_path / "r", lr=3e-4).to_dict())[2] == 3e-4
+    # a run copied to another folder trains on, with other threads and validation settings
+    shutil.copytree(tmp_path / "r", tmp_path / "copy")
+    moved = _cfg(path, tmp_path / "copy", steps=3, eval_every=0, log_every=7, checkpoint_every=9)
+    assert train(moved, progress=False).steps == 3
+    assert config_difference(saved, _cfg(path, tmp_path / "r", threads=2, eval_episodes=50).to_dict()) is None
+    with pytest.raises(ValueError, match=r"last\.pt was trained with seed = 0, this run asks for 5; use a new --out"):
+        train(_cfg(path, tmp_path / "copy", steps=4, seed=5), progress=False)
+    other = dict(saved, data={**saved["data"], "obs_horizon": 3})
+    assert config_difference(saved, other) == ("data.obs_horizon", saved["data"]["obs_horizon"], 3)
+    assert config_difference({k: v for k, v in saved.items() if k != "lr"}, saved) == ("lr", "(missing)", saved["lr"])
+
+
 @pytest.mark.parametrize("field, value", [("amp", "bf16"), ("compile", "yes"), ("fused_adam", ""),
                                           ("data_on_device", 1)])
 def test_bad_speed_flag_values_are_refused_in_one_line(field, value):

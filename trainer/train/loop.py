@@ -85,27 +85,36 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str,
 
 # config keys added since older checkpoints were written: a run saved without them resumes if the rest agrees
 _ADDED = {"task_spec", "data.state_key", "data.action_key", "data.image_key", "image_encoder", "image_crop"}
+# where and how often it writes, logs and validates, and how many threads it uses: a run copied to another
+# folder, or resumed with other bookkeeping, trains the same thing (validation does not touch the trajectory)
+_BOOKKEEPING = {"out_dir", "checkpoint_every", "log_every", "eval_every", "eval_episodes", "threads"}
 
 
-def same_config(saved: dict, current: dict, prefix: str = "") -> bool:
-    """Would resuming ``saved`` under ``current`` train the same thing? ``steps`` may differ (train on)."""
-    for key in set(saved) | set(current):
+def config_difference(saved: dict, current: dict, prefix: str = "") -> tuple[str, object, object] | None:
+    """The first field where resuming ``saved`` under ``current`` would train something else, as
+    (field, saved value, current value); None when they agree. ``steps`` may differ (train on)."""
+    missing = "(missing)"
+    for key in sorted(set(saved) | set(current)):
         path = f"{prefix}{key}"
-        if path == "steps":
+        if path == "steps" or path in _BOOKKEEPING or path in SPEED_FIELDS:
             continue
         if key not in saved and path in _ADDED:
             continue
-        if path in SPEED_FIELDS:  # how fast, not what: a run may resume with other speed flags
-            continue
         if key not in saved or key not in current:
-            return False
+            return path, saved.get(key, missing), current.get(key, missing)
         a, b = saved[key], current[key]
         if isinstance(a, dict) and isinstance(b, dict) and path == "data":
-            if not same_config(a, b, "data."):
-                return False
+            diff = config_difference(a, b, "data.")
+            if diff:
+                return diff
         elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-            return False
-    return True
+            return path, a, b
+    return None
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    """Would resuming ``saved`` under ``current`` train the same thing?"""
+    return config_difference(saved, current) is None
 
 
 def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn | None = None,
@@ -130,9 +139,12 @@ def _read_resume(last_path: Path, cfg: TrainConfig) -> dict:
     if state.get("slim"):
         raise ValueError(f"{last_path} is a slim checkpoint ({state['slim']}): it exports but cannot "
                          "resume; use a new --out to train again")
-    if not same_config(state["config"], cfg.to_dict()):
-        raise ValueError(f"{last_path} was trained with a different configuration; use a new --out "
-                         "or --no-resume to start over")
+    diff = config_difference(state["config"], cfg.to_dict())
+    if diff:
+        field, was, now = diff
+        shown = [v if len(repr(v)) <= 80 else f"{repr(v)[:77]}..." for v in (was, now)]
+        raise ValueError(f"{last_path} was trained with {field} = {shown[0]!r}, this run asks for {shown[1]!r}; "
+                         "use a new --out or --no-resume to start over")
     return state
 
 
