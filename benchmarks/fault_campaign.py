@@ -157,9 +157,10 @@ HOSTILE_TEXT = {"short": "1 joint instead of 2", "long": "3 joints instead of 2"
 ROWS: list[Row] = [
     Row("baseline", "no fault", (0,), "every step runs; nothing reported",
         check=_completed),
-    Row("corrupt-d2h-1in50", "device->host: 1 in 50 bytes corrupted", (0, 3),
-        "completes; the corrupt frames dropped by the CRC are counted in the link line",
-        inject="corrupt 50 0", lift="corrupt 0 0", check=_all(_completed, _surfaced("corrupt_frames"))),
+    Row("corrupt-d2h-1in50", "device->host: 1 in 50 bytes corrupted", (3,),
+        "completes; the corrupt frames dropped by the CRC are counted and the link is flagged DEGRADED (exit 3)",
+        inject="corrupt 50 0", lift="corrupt 0 0",
+        check=_all(_completed, _surfaced("corrupt_frames", "link_degraded"))),
     Row("corrupt-d2h-1in8", "device->host: 1 in 8 bytes corrupted (nearly no State gets through)", (4, 5),
         "the link is declared lost; the run stops and e-stops (or says the e-stop is unconfirmed)",
         inject="corrupt 8 0", lift="corrupt 0 0",
@@ -170,8 +171,9 @@ ROWS: list[Row] = [
     Row("corrupt-h2d-1in8", "host->device: 1 in 8 bytes corrupted (most commands lost)", (3, 4, 5),
         "the device holds on its watchdog and reports it; never a foreign command; exit 3 or a stop",
         inject="corrupt 0 8", lift="corrupt 0 0", check=_surfaced("device_faults")),
-    Row("drop-30pct", "device->host: 30% of frames dropped", (0, 3),
-        "completes; sequence gaps counted", inject="drop 0.3", lift="drop 0", check=_completed),
+    Row("drop-30pct", "device->host: 30% of frames dropped", (3,),
+        "completes; sequence gaps counted and the link flagged DEGRADED (exit 3)", inject="drop 0.3", lift="drop 0",
+        check=_all(_completed, _surfaced("seq_gaps", "link_degraded"))),
     Row("firmware-reset", "the device reboots mid-run (session lost, sequence numbers restart)", (3,),
         "re-handshake, the run completes; the reset reaches the summary (NO_SESSION, a reconnect; exit 3)",
         inject="reset", check=_all(_completed, _surfaced("device_faults", "reconnects"))),
@@ -371,6 +373,7 @@ def surfaced(summary: dict) -> dict[str, Any]:
         "link_losses": c.get("link_loss_events", 0), "link_recoveries": c.get("link_recoveries", 0),
         "corrupt_frames": sum((link.get("corrupt") or {}).values()), "seq_gaps": link.get("seq_gaps", 0),
         "reconnects": link.get("reconnects", 0),
+        "link_degraded": bool((summary.get("link_errors") or {}).get("degraded")),
         "clipped": c.get("clipped", 0), "rate_limited": c.get("rate_limited", 0),
         "fault_holds": c.get("fault_holds", 0), "skipped_ticks": c.get("skipped_ticks", 0),
         "stop_reason": summary.get("stop_reason") or "", "estop": summary.get("estop") or {},
@@ -386,6 +389,8 @@ def surfaced_text(s: dict) -> str:
                        ("rate_limited", "step-limited")):
         if s.get(key):
             parts.append(f"{label} {s[key]}")
+    if s.get("link_degraded"):
+        parts.append("link DEGRADED")
     if s["stop_reason"]:
         parts.append(f"STOP: {s['stop_reason']}")
     return "; ".join(parts) or "nothing"

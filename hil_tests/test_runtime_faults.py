@@ -86,6 +86,19 @@ def test_device_vanishes_and_comes_back(tiny_package, emulator, run_cli, tmp_pat
     assert len(held) == c["link_hold_ticks"] and all(r["command_target_x"] == "" for r in held)
 
 
+@pytest.mark.parametrize("emulator", [["--drop-fraction", "0.3", "--fault-seed", "3"]], indirect=True)
+def test_a_degraded_link_completes_with_exit_3_and_says_so(tiny_package, emulator, run_cli, tmp_path):
+    # 30% of the device's frames lost: every step still runs, but the operator must not read "clean"
+    s = run(run_cli, tiny_package, emulator, tmp_path / "out", "--max-steps", 30, code=3)
+    errs = s["link_errors"]
+    assert errs["degraded"] and 0.15 < errs["fraction"] < 0.45 and errs["lost"] == s["link"]["seq_gaps"]
+    assert s["episodes"][0]["steps"] == 30 and s["counters"]["device_faults"] == 0
+    assert_all_safe(applied_commands(emulator.command_log_path))
+    # the same run with a budget above the loss is clean: the budget is the operator's
+    s = run(run_cli, tiny_package, emulator, tmp_path / "out2", "--max-steps", 30, "--link-error-budget", "0.6")
+    assert not s["link_errors"]["degraded"] and s["link_errors"]["budget"] == 0.6
+
+
 def test_host_stall_device_holds_and_runtime_recovers(tiny_package, emulator, run_cli, tmp_path):
     # the device's watchdog tripped: the run completes, but not as a clean one
     s = run(run_cli, tiny_package, emulator, tmp_path / "out", "--max-steps", 30, "--inject-stall", "10:0.5", code=3)

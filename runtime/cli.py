@@ -27,8 +27,8 @@ EPILOG = """exit status:
   0    clean: every episode ran and the device reported nothing
   2    a mistake: command line, package, robot config, connection (one line on stderr)
   3    the run completed, but the device reported faults or refused commands, States were
-       bad, the link dropped, or camera frames were stale (counts in the summary table and
-       summary.json)
+       bad, the link dropped or lost more of the device's frames than --link-error-budget, or
+       camera frames were stale (counts in the summary table and summary.json)
   4    the run stopped early: device e-stop, device fault (--on-device-fault stop), too many
        bad States or stale camera frames in a row, link lost, an error inside the run; the
        device was e-stopped
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the device over from another host's session that is still alive (= --robot.takeover)")
     from runtime.cameras import add_camera_arguments
     from runtime.cameras.monitor import DEFAULT_MAX_REPEAT, DEFAULT_MAX_STALE
+    from runtime.stats import LINK_ERROR_BUDGET
     cam = add_camera_arguments(p)
     cam.add_argument("--camera-max-age", type=float, default=None, metavar="S",
                      help="a frame older than this when a tick uses it holds the robot (default: 2 control periods, "
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the same frame (sequence number) used for more ticks in a row than this holds the robot")
     cam.add_argument("--camera-max-stale", type=int, default=DEFAULT_MAX_STALE, metavar="N",
                      help="this many camera holds in a row stop the run (exit 4)")
+    p.add_argument("--link-error-budget", type=float, default=None, metavar="F",
+                   help="a completed run that lost more than this fraction of the device's frames (sequence gaps "
+                        f"and corrupt frames) exits 3, flagged DEGRADED in the summary (default {LINK_ERROR_BUDGET})")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
                    help="live status line on stderr (auto: when stderr is a terminal)")
     # Host-side fault injection for the hardware-in-the-loop tests (hidden from --help).
@@ -375,6 +379,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         stall_step, stall_s = _parse_stall(args.inject_stall)
         jump_step, jump_px, jump_count = _parse_jump(args.inject_jump)
         _check_period_arg(args.period)
+        if args.link_error_budget is not None and not 0.0 <= args.link_error_budget <= 1.0:  # NaN fails too
+            raise UserError(f"--link-error-budget must be a fraction in [0, 1], got {args.link_error_budget}")
         obs_map, joint_map = _name_maps(args)
         robot_config = _load_robot_config(args.robot_config)
         settings = _robot_settings(args, robot_config)
@@ -401,6 +407,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                             on_device_fault=args.on_device_fault, release_estop=args.release_estop,
                             obs_map=obs_map, joint_map=joint_map, camera_max_age_s=args.camera_max_age,
                             camera_max_repeat=args.camera_max_repeat, camera_max_stale=args.camera_max_stale,
+                            link_error_budget=(LoopConfig.link_error_budget if args.link_error_budget is None
+                                               else args.link_error_budget),
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
                                                   nan_plan=args.inject_nan_plan, jump_at_step=jump_step,
                                                   jump_px=jump_px, jump_count=jump_count))

@@ -52,7 +52,7 @@ from runtime.cameras.timed import as_timed_source
 from runtime.cameras.stream import paired_frame
 from runtime.sensors import FrameSource, ObservationHistory, StateMapper
 from runtime.state_check import StateCheck
-from runtime.stats import EpisodeStats, RunStats, StepLog, StepRecord
+from runtime.stats import LINK_ERROR_BUDGET, EpisodeStats, RunStats, StepLog, StepRecord
 
 if TYPE_CHECKING:
     from runtime.package import Manifest
@@ -112,6 +112,7 @@ class LoopConfig:
     camera_max_age_s: Optional[float] = None  # a frame older than this holds the tick; None: 2 periods, >= 0.1 s
     camera_max_repeat: int = DEFAULT_MAX_REPEAT  # the same frame used more ticks in a row than this holds
     camera_max_stale: int = DEFAULT_MAX_STALE    # stop the run after this many camera holds in a row
+    link_error_budget: float = LINK_ERROR_BUDGET  # more of the device's frames lost than this: exit 3
     obs_map: dict[str, str] = field(default_factory=dict)    # policy observation -> robot name (operator's)
     joint_map: dict[str, str] = field(default_factory=dict)  # task joint -> robot joint (operator's)
     faults: FaultInjection = field(default_factory=FaultInjection)
@@ -271,7 +272,11 @@ class ControlLoop:
         self.history = ObservationHistory(sh.obs_horizon, sh.state_dim, frame_shape)
         self.schedule = ActionSchedule(sh.obs_horizon, sh.action_horizon, config.use_tail)
         self.watch = LinkWatch(config.stale_timeout_s)
-        self.stats = RunStats(mode="lockstep" if config.lockstep else "realtime", period_s=self.period)
+        if isinstance(config.link_error_budget, bool) or not (
+                isinstance(config.link_error_budget, (int, float)) and 0.0 <= config.link_error_budget <= 1.0):
+            raise LoopError(f"link error budget must be a fraction in [0, 1], got {config.link_error_budget!r}")
+        self.stats = RunStats(mode="lockstep" if config.lockstep else "realtime", period_s=self.period,
+                              link_error_budget=float(config.link_error_budget))
         self.stats.limits = limits.as_dict()
         self.stats.limits.update({"on_device_fault": self.fault_policy,
                                   "state_margin": self.state_check.margin_fraction,

@@ -65,10 +65,25 @@ class Counters:
     camera_holds: int = 0         # ticks held because the camera frame was stale, missing, repeated or malformed
 
 
+# More than this fraction of the device's frames lost on the wire or dropped as corrupt makes a completed run
+# exit 3: the plant was seen through a degraded link. A clean pty or USB link loses none; a host so loaded that
+# the device's transmit buffer overflows loses a few, which this leaves alone.
+LINK_ERROR_BUDGET = 0.05
+
+
+def link_errors(link: dict[str, Any], budget: float = LINK_ERROR_BUDGET) -> dict[str, Any]:
+    """Frames from the device lost (sequence gaps) or dropped as corrupt, against the budget."""
+    lost = int(sum((link.get("corrupt") or {}).values())) + int(link.get("seq_gaps") or 0)
+    frames = lost + int(link.get("frames_ok") or 0)
+    fraction = lost / frames if frames else 0.0
+    return {"lost": lost, "frames": frames, "fraction": fraction, "budget": budget, "degraded": fraction > budget}
+
+
 # imle-run's exit codes (docs/deploy.md, `imle-run --help`)
 EXIT_CLEAN = 0           # every episode ran; the device reported nothing
 EXIT_USAGE = 2           # a mistake in the command line, the package, the robot config or the connection
-EXIT_FAULTS = 3          # completed, but the device reported faults/refusals, States were bad or the link dropped
+EXIT_FAULTS = 3          # completed, but the device reported faults/refusals, States were bad, the link dropped
+#                          or lost more than LINK_ERROR_BUDGET of the device's frames
 EXIT_STOPPED = 4         # stopped early: device e-stop, device fault (stop policy), bad States, link lost, error
 EXIT_ESTOP_UNCONFIRMED = 5  # an e-stop was needed and the device did not confirm it
 EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM, e-stop confirmed
@@ -85,6 +100,7 @@ class RunStats:
     counters: Counters = field(default_factory=Counters)
     episodes: list[EpisodeStats] = field(default_factory=list)
     link: dict[str, Any] = field(default_factory=dict)       # the link's own counters at the end
+    link_error_budget: float = LINK_ERROR_BUDGET              # see link_errors()
     settings: dict[str, Any] = field(default_factory=dict)   # what the loop ran with (priority, spin, ...)
     wall_s: float = 0.0
     interrupted: bool = False
@@ -112,6 +128,7 @@ class RunStats:
             "missed_deadline_rate": miss_rate,
             "counters": asdict(self.counters),
             "link": self.link,
+            "link_errors": link_errors(self.link, self.link_error_budget),
             "episodes": eps,
             "success_rate": float(np.mean(successes)) if successes else math.nan,
             "success_signal": self.task.get("success_signal"),
@@ -136,7 +153,8 @@ class RunStats:
     def faults_seen(self) -> bool:
         c = self.counters
         return bool(c.device_faults or c.refused_commands or c.bad_states or c.fault_holds or c.link_loss_events
-                    or c.send_failures or c.camera_holds)
+                    or c.send_failures or c.camera_holds
+                    or link_errors(self.link, self.link_error_budget)["degraded"])
 
     def exit_code(self) -> int:
         """How the run went, as imle-run's exit status (most urgent first)."""
@@ -242,6 +260,10 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"link: losses {c['link_loss_events']} (held {c['link_hold_ticks']} ticks, recovered "
         f"{c['link_recoveries']}), corrupt frames {corrupt}, seq gaps {link.get('seq_gaps', 0)}, "
         f"reconnects {link.get('reconnects', 0)}, tx errors {link.get('tx_errors', 0)}")
+    errs = summary.get("link_errors") or {}
+    if errs.get("degraded"):
+        lines.append(f"link DEGRADED: {errs['lost']} of {errs['frames']} frames from the device lost or corrupt "
+                     f"({100 * errs['fraction']:.1f}% > --link-error-budget {100 * errs['budget']:g}%)")
     dev = summary.get("device_reports") or {}
     faults = dev.get("faults") or {}
     flags = dev.get("flag_states") or {}

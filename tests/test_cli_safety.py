@@ -123,6 +123,10 @@ def test_bad_states_exit_4_and_robot_config_settings_apply(fake_run, tmp_path, c
     (["--inject-jump", "x"], "--inject-jump takes STEP:PX[:COUNT]"),
     (["--out", "/proc/imle-run-out"], "--out /proc/imle-run-out: cannot write there"),
     (["--robot", "franka:1.2.3.4", "--takeover"], "--takeover applies to serial devices"),
+    (["--link-error-budget", "nan"], "--link-error-budget must be a fraction in [0, 1], got nan"),
+    (["--link-error-budget", "-0.01"], "--link-error-budget must be a fraction in [0, 1], got -0.01"),
+    (["--link-error-budget", "1e308"], "--link-error-budget must be a fraction in [0, 1], got 1e+308"),
+    (["--link-error-budget", "inf"], "--link-error-budget must be a fraction in [0, 1], got inf"),
 ])
 def test_hostile_arguments_are_one_line_errors(args, text, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_load_policy", lambda a: pytest.fail("loaded the package before checking arguments"))

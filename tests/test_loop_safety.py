@@ -351,3 +351,31 @@ def test_injected_jump_leaves_the_filter_only_for_the_chosen_steps():
     assert jumped == [5, 6] and stats.settings["injected_jumps"] == 2
     assert all(np.all(t >= 0) and np.all(t <= 512) for t in sent)
     assert rows[4].command is not None
+
+
+# ----------------------------------------------------------------------------- a degraded link
+def _link_run(seq_gaps: int, corrupt: int, frames_ok: int, budget: float = 0.05):
+    from runtime.stats import RunStats
+
+    stats = RunStats(link_error_budget=budget)
+    stats.link = {"frames_ok": frames_ok, "seq_gaps": seq_gaps, "corrupt": {"crc": corrupt} if corrupt else {}}
+    return stats
+
+
+def test_a_link_that_lost_more_frames_than_the_budget_is_exit_3_and_flagged():
+    clean = _link_run(seq_gaps=2, corrupt=1, frames_ok=997)  # 0.3%: a loaded host's odd overflow
+    assert clean.exit_code() == 0 and not clean.summary()["link_errors"]["degraded"]
+    bad = _link_run(seq_gaps=250, corrupt=50, frames_ok=700)
+    s = bad.summary()
+    assert bad.exit_code() == 3 and s["link_errors"] == {"lost": 300, "frames": 1000, "fraction": 0.3,
+                                                         "budget": 0.05, "degraded": True}
+    assert "link DEGRADED: 300 of 1000 frames from the device lost or corrupt (30.0% > --link-error-budget 5%)" \
+        in summary_table(s)
+    assert _link_run(seq_gaps=250, corrupt=50, frames_ok=700, budget=0.5).exit_code() == 0
+    assert _link_run(0, 0, 0).summary()["link_errors"]["fraction"] == 0.0  # a link that counts nothing (Franka)
+
+
+@pytest.mark.parametrize("budget", [float("nan"), -0.1, 1.5, True, "0.1"])
+def test_a_bad_link_error_budget_is_a_one_line_loop_error(budget):
+    with pytest.raises(LoopError, match=r"^link error budget must be a fraction in \[0, 1\], got "):
+        ControlLoop(FakePolicy(0), FakeRobot(), LoopConfig(link_error_budget=budget))
