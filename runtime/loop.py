@@ -73,6 +73,11 @@ class FaultInjection:
     jump_count: int = 1
 
 
+# why lock-step stops when a refused tick comes before any command (there is nothing to hold)
+_NOTHING_TO_HOLD = {"bad-state": "bad State with nothing to hold",
+                    "camera-hold": "camera: no usable frame and no command to hold"}
+
+
 @dataclass
 class LoopConfig:
     episodes: int = 1
@@ -639,6 +644,51 @@ class ControlLoop:
         self.status.done = True
 
     # ------------------------------------------------------------------ shared tick pieces
+    def _hold_gate(self, source: str) -> Any:
+        """The check that refused a tick: the State check ("bad-state") or the frame monitor ("camera-hold")."""
+        gate = self.state_check if source == "bad-state" else self.frame_monitor
+        assert gate is not None
+        return gate
+
+    def _count_hold(self, source: str) -> None:
+        c = self.stats.counters
+        c.held_ticks += 1
+        if source == "camera-hold":
+            c.camera_holds += 1
+
+    def _lockstep_hold(self, ep: EpisodeStats, step: int, plan_id: int, state: State,
+                       source: str) -> Optional[State]:
+        """Lock-step, a tick refused by the State check or the camera: hold the last command. The next
+        State, or None when the episode ends here (too many refusals, out of steps, nothing to hold)."""
+        gate = self._hold_gate(source)
+        if gate.exhausted:
+            self._stop_run(ep, gate.stop_reason())
+            return None
+        if step >= self.config.max_steps:
+            return None
+        fr = self.safety.hold(None)
+        if fr.command is None:  # no command yet to hold: lock-step cannot go on without one
+            self._stop_run(ep, f"{_NOTHING_TO_HOLD[source]} ({gate.last_error})")
+            return None
+        self._count_hold(source)
+        self._record(ep.index, step, step, math.nan, math.nan, source, plan_id, None, fr, state)
+        return self._lockstep_send(ep, fr.command)
+
+    def _realtime_hold(self, ep: EpisodeStats, step: int, k: int, deadline: float, now: float, state: State,
+                       source: str) -> bool:
+        """Real time, a tick refused by the State check or the camera: hold the last command (or send
+        nothing before the first). False when the run stops here (too many refusals in a row)."""
+        gate = self._hold_gate(source)
+        if gate.exhausted:
+            self._stop_run(ep, gate.stop_reason())
+            return False
+        fr = self.safety.hold(None)
+        if fr.command is not None and self._send(fr.command) is None:
+            self.stats.counters.send_failures += 1
+        self._count_hold(source)
+        self._record(ep.index, step, k, deadline, now, source, -1, None, fr, state)
+        return True
+
     def _observe(self, state: State, ep: EpisodeStats) -> tuple[bool, float]:
         """Push the State into the history; returns (the task succeeded, its success signal's value)."""
         self.history.push(self.mapper(state.positions, state.extras), self._frame())
@@ -681,40 +731,11 @@ class ControlLoop:
             fault_hold = self._react_to_device(state, ep)
             if fault_hold is None:
                 break
-            if not self.state_check.check(state):
-                # A bad State never becomes an observation: hold the last command (nothing else is known).
-                if self.state_check.exhausted:
-                    self._stop_run(ep, self.state_check.stop_reason())
-                    break
-                if step >= cfg.max_steps:
-                    break
-                fr = self.safety.hold(None)
-                if fr.command is None:  # no command yet to hold: lock-step cannot go on without one
-                    self._stop_run(ep, f"bad State with nothing to hold ({self.state_check.last_error})")
-                    break
-                c.held_ticks += 1
-                self._record(ep.index, step, step, math.nan, math.nan, "bad-state", plan_id, None, fr, state)
-                state = self._lockstep_send(ep, fr.command)
-                if state is None:
-                    break
-                step += 1
-                continue
-            if self.camera is not None and not self._camera_ok(state, None):
-                assert self.frame_monitor is not None
-                if self.frame_monitor.exhausted:
-                    self._stop_run(ep, self.frame_monitor.stop_reason())
-                    break
-                if step >= cfg.max_steps:
-                    break
-                fr = self.safety.hold(None)
-                if fr.command is None:  # lock-step cannot go on without a command to hold
-                    self._stop_run(ep, f"camera: no usable frame and no command to hold "
-                                       f"({self.frame_monitor.last_error})")
-                    break
-                c.held_ticks += 1
-                c.camera_holds += 1
-                self._record(ep.index, step, step, math.nan, math.nan, "camera-hold", plan_id, None, fr, state)
-                state = self._lockstep_send(ep, fr.command)
+            # A bad State or an unusable frame never becomes an observation: hold the last command.
+            refused = ("bad-state" if not self.state_check.check(state)
+                       else "camera-hold" if self.camera is not None and not self._camera_ok(state, None) else None)
+            if refused is not None:
+                state = self._lockstep_hold(ep, step, plan_id, state, refused)
                 if state is None:
                     break
                 step += 1
@@ -921,14 +942,8 @@ class ControlLoop:
 
             if not self.state_check.check(state):
                 # A bad State never becomes an observation: hold the last command (or send nothing), count it.
-                if self.state_check.exhausted:
-                    self._stop_run(ep, self.state_check.stop_reason())
+                if not self._realtime_hold(ep, step, k, deadline, now, state, "bad-state"):
                     break
-                fr = self.safety.hold(None)
-                if fr.command is not None and self._send(fr.command) is None:
-                    c.send_failures += 1
-                c.held_ticks += 1
-                self._record(ep.index, step, k, deadline, now, "bad-state", -1, None, fr, state)
                 k += 1
                 continue
             if fault_hold:  # the device refused or faulted: hold where the robot is, step on from there
@@ -944,16 +959,8 @@ class ControlLoop:
                 continue
             if self.camera is not None and not self._camera_ok(state, now):
                 # No fresh frame: the policy would plan from a scene that is gone. Hold the last command.
-                assert self.frame_monitor is not None
-                if self.frame_monitor.exhausted:
-                    self._stop_run(ep, self.frame_monitor.stop_reason())
+                if not self._realtime_hold(ep, step, k, deadline, now, state, "camera-hold"):
                     break
-                fr = self.safety.hold(None)
-                if fr.command is not None and self._send(fr.command) is None:
-                    c.send_failures += 1
-                c.held_ticks += 1
-                c.camera_holds += 1
-                self._record(ep.index, step, k, deadline, now, "camera-hold", -1, None, fr, state)
                 k += 1
                 continue
 
