@@ -150,3 +150,49 @@ const char *hostio_stdin_next(void) {
     in_len -= k + 1;
     return line;
 }
+
+static const char *const status_names[HOSTIO_STATUS_COUNTERS] = {
+    "uptime_ms", "boots", "rx_frames_ok", "rx_bad_cobs", "rx_bad_crc", "rx_bad_other", "rx_seq_gaps",
+    "commands_applied", "commands_rejected", "commands_duplicate", "heartbeats", "watchdog_trips", "limit_clamps",
+    "tx_frames", "tx_dropped", "tx_corrupted", "tx_overflow", "plant_resets", "commands_implausible",
+    "sessions_refused"};
+
+void hostio_print_counters(const uint32_t counters[HOSTIO_STATUS_COUNTERS], const hostio_noise_t *noise) {
+    printf("status {");
+    for (int i = 0; i < HOSTIO_STATUS_COUNTERS; i++) {
+        uint32_t v = counters[i];
+        if (i == HOSTIO_TX_DROPPED) v = noise->tx_dropped;      /* the wire's noise, not the device's */
+        if (i == HOSTIO_TX_CORRUPTED) v = noise->tx_corrupted;
+        printf("%s\"%s\": %lu", i ? ", " : "", status_names[i], (unsigned long)v);
+    }
+}
+
+void hostio_fault_command(const hostio_faults_t *f, const char *line) {
+    char word[32] = {0};
+    double a = 0;
+    long x = 0, y = 0;
+    double now = hostio_now();
+    int n = sscanf(line, "%31s %lf", word, &a);
+    if (!strcmp(word, "vanish") && n == 2) {
+        hostio_port_close(f->port);
+        *f->back_at = now + a;
+        printf("ok vanish\n");
+    } else if (!strcmp(word, "silent") && n == 2) {
+        *f->silent_until = now + a;
+        printf("ok silent\n");
+    } else if (!strcmp(word, "reset")) {
+        f->reset();
+        printf("ok reset\n");
+    } else if (!strcmp(word, "drop") && n == 2 && a >= 0 && a < 1) {
+        f->noise->drop_fraction = a;
+        printf("ok drop\n");
+    } else if (!strcmp(word, "corrupt") && sscanf(line, "%31s %ld %ld", word, &x, &y) == 3) {
+        hostio_noise_set_corruption(f->noise, x, y);
+        printf("ok corrupt\n");
+    } else if (!strcmp(word, "status")) {
+        f->print_status();
+    } else {
+        printf("error bad command: '%s'\n", line);
+    }
+    fflush(stdout);
+}

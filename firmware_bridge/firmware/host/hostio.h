@@ -44,4 +44,25 @@ double hostio_now(void);  /* monotonic seconds */
 void hostio_stdin_fill(int *eof);
 const char *hostio_stdin_next(void);
 
+/* The device's status counters, in DeviceStatus payload order (firmware core: IMLE_COUNTERS). */
+#define HOSTIO_STATUS_COUNTERS 20
+#define HOSTIO_TX_DROPPED 14
+#define HOSTIO_TX_CORRUPTED 15
+/* Prints `status {"uptime_ms": N, ...` (no closing brace: a program may add fields), with the noise's own
+ * tx_dropped / tx_corrupted in place of the device's. */
+void hostio_print_counters(const uint32_t counters[HOSTIO_STATUS_COUNTERS], const hostio_noise_t *noise);
+
+/* The stdin fault commands both device programs answer, as imle-emulator does, each with one stdout line:
+ *   vanish SECONDS | silent SECONDS | reset | drop FRACTION | corrupt TX_ONE_IN RX_ONE_IN | status
+ * The program supplies what differs: how its device resets and how it prints its status. */
+typedef struct {
+    hostio_port_t *port;
+    hostio_noise_t *noise;
+    double *silent_until, *back_at;  /* the wire is silent until, the port comes back at (monotonic s) */
+    void (*reset)(void);
+    void (*print_status)(void);
+} hostio_faults_t;
+
+void hostio_fault_command(const hostio_faults_t *f, const char *line);
+
 #endif

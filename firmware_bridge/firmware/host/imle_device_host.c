@@ -87,56 +87,28 @@ void imle_hal_applied(uint16_t seq, uint8_t valid, const float *t) {
     fflush(command_log);
 }
 
-static const char *const status_names[IMLE_COUNTERS] = {
-    "uptime_ms", "boots", "rx_frames_ok", "rx_bad_cobs", "rx_bad_crc", "rx_bad_other", "rx_seq_gaps",
-    "commands_applied", "commands_rejected", "commands_duplicate", "heartbeats", "watchdog_trips", "limit_clamps",
-    "tx_frames", "tx_dropped", "tx_corrupted", "tx_overflow", "plant_resets", "commands_implausible",
-    "sessions_refused"};
+/* hostio's status names follow the core's counters (C99: a negative array size fails the build) */
+typedef char hostio_counters_match[(IMLE_COUNTERS == HOSTIO_STATUS_COUNTERS) ? 1 : -1];
 
 static void print_status(void) {
     uint8_t p[80];
+    uint32_t v[HOSTIO_STATUS_COUNTERS];
     imle_device_status_payload(&dev, p);
-    printf("status {");
-    for (int i = 0; i < IMLE_COUNTERS; i++) {
-        uint32_t v = imle_get_u32(p + 4 * i);
-        if (i == IMLE_C_TX_DROPPED) v = noise.tx_dropped;
-        if (i == IMLE_C_TX_CORRUPTED) v = noise.tx_corrupted;
-        printf("%s\"%s\": %lu", i ? ", " : "", status_names[i], (unsigned long)v);
-    }
+    for (int i = 0; i < HOSTIO_STATUS_COUNTERS; i++) v[i] = imle_get_u32(p + 4 * i);
+    hostio_print_counters(v, &noise);
     printf("}\n");
 }
 
 static double back_at = -1;
 
+static void firmware_reset(void) {
+    imle_device_init(&dev, &config, &retained);
+    fprintf(stderr, "imle-device: firmware reset\n");
+}
+
 static void command(const char *line) {
-    char word[32] = {0};
-    double a = 0;
-    long x = 0, y = 0;
-    double now = hostio_now();
-    int n = sscanf(line, "%31s %lf", word, &a);
-    if (!strcmp(word, "vanish") && n == 2) {
-        hostio_port_close(&port);
-        back_at = now + a;
-        printf("ok vanish\n");
-    } else if (!strcmp(word, "silent") && n == 2) {
-        silent_until = now + a;
-        printf("ok silent\n");
-    } else if (!strcmp(word, "reset")) {
-        imle_device_init(&dev, &config, &retained);
-        fprintf(stderr, "imle-device: firmware reset\n");
-        printf("ok reset\n");
-    } else if (!strcmp(word, "drop") && n == 2 && a >= 0 && a < 1) {
-        noise.drop_fraction = a;
-        printf("ok drop\n");
-    } else if (!strcmp(word, "corrupt") && sscanf(line, "%31s %ld %ld", word, &x, &y) == 3) {
-        hostio_noise_set_corruption(&noise, x, y);
-        printf("ok corrupt\n");
-    } else if (!strcmp(word, "status")) {
-        print_status();
-    } else {
-        printf("error bad command: '%s'\n", line);
-    }
-    fflush(stdout);
+    const hostio_faults_t faults = {&port, &noise, &silent_until, &back_at, firmware_reset, print_status};
+    hostio_fault_command(&faults, line);
 }
 
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }

@@ -111,22 +111,12 @@ static uint32_t ram_u32(uint32_t addr) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-static const char *const status_names[20] = {
-    "uptime_ms", "boots", "rx_frames_ok", "rx_bad_cobs", "rx_bad_crc", "rx_bad_other", "rx_seq_gaps",
-    "commands_applied", "commands_rejected", "commands_duplicate", "heartbeats", "watchdog_trips", "limit_clamps",
-    "tx_frames", "tx_dropped", "tx_corrupted", "tx_overflow", "plant_resets", "commands_implausible",
-    "sessions_refused"};
-
 static void print_status(void) {
     double sim_s = (double)(avr->cycle - cycle0) / avr->frequency;
-    printf("status {");
-    for (int i = 0; i < 20; i++) {
-        uint32_t v = ram_u32(dev_addr + 4u * (uint32_t)i);
-        if (i == 0) v = (uint32_t)(sim_s * 1000.0);
-        if (i == 14) v = noise.tx_dropped;
-        if (i == 15) v = noise.tx_corrupted;
-        printf("%s\"%s\": %lu", i ? ", " : "", status_names[i], (unsigned long)v);
-    }
+    uint32_t v[HOSTIO_STATUS_COUNTERS];
+    for (int i = 0; i < HOSTIO_STATUS_COUNTERS; i++) v[i] = ram_u32(dev_addr + 4u * (uint32_t)i);
+    v[0] = (uint32_t)(sim_s * 1000.0);  /* uptime in simulated time */
+    hostio_print_counters(v, &noise);
     printf(", \"cmd_frames_timed\": %llu, \"cmd_frame_cycles_mean\": %.1f, \"cmd_frame_cycles_max\": %llu, "
            "\"frames_timed\": %llu, \"frame_cycles_mean\": %.1f, \"byte_cycles_mean\": %.1f, \"f_cpu\": %u, "
            "\"sim_seconds\": %.3f, \"wall_seconds\": %.3f}\n",
@@ -136,37 +126,16 @@ static void print_status(void) {
            bytes_timed ? (double)byte_cycles / bytes_timed : 0.0, avr->frequency, sim_s, hostio_now() - wall0);
 }
 
+static void mcu_reset(void) {
+    avr_reset(avr);  /* the MCU restarts; .noinit (e-stop latch, boots) survives */
+    out_len = 0;
+    log_len = 0;
+    fprintf(stderr, "imle-simavr: MCU reset\n");
+}
+
 static void command(const char *line) {
-    char word[32] = {0};
-    double a = 0;
-    long x = 0, y = 0;
-    double now = hostio_now();
-    int n = sscanf(line, "%31s %lf", word, &a);
-    if (!strcmp(word, "vanish") && n == 2) {
-        hostio_port_close(&port);
-        back_at = now + a;
-        printf("ok vanish\n");
-    } else if (!strcmp(word, "silent") && n == 2) {
-        silent_until = now + a;
-        printf("ok silent\n");
-    } else if (!strcmp(word, "reset")) {
-        avr_reset(avr);  /* the MCU restarts; .noinit (e-stop latch, boots) survives */
-        out_len = 0;
-        log_len = 0;
-        fprintf(stderr, "imle-simavr: MCU reset\n");
-        printf("ok reset\n");
-    } else if (!strcmp(word, "drop") && n == 2 && a >= 0 && a < 1) {
-        noise.drop_fraction = a;
-        printf("ok drop\n");
-    } else if (!strcmp(word, "corrupt") && sscanf(line, "%31s %ld %ld", word, &x, &y) == 3) {
-        hostio_noise_set_corruption(&noise, x, y);
-        printf("ok corrupt\n");
-    } else if (!strcmp(word, "status")) {
-        print_status();
-    } else {
-        printf("error bad command: '%s'\n", line);
-    }
-    fflush(stdout);
+    const hostio_faults_t faults = {&port, &noise, &silent_until, &back_at, mcu_reset, print_status};
+    hostio_fault_command(&faults, line);
 }
 
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
