@@ -76,3 +76,51 @@ def test_unknown_image_encoder_is_refused_by_the_parser(image_buffer, tmp_path, 
         train_main(_args(image_buffer, tmp_path / "bad", "--image-encoder", "vit"))
     assert exc.value.code == 2
     assert "--image-encoder: invalid choice: 'vit'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoder", [LightConvEncoder, ResNet18GN])
+def test_recomputing_the_encoder_gives_the_same_gradients(encoder):
+    torch.manual_seed(0)
+    net = encoder().train()
+    x = torch.randn(3, 3, 84, 84)
+    grads = []
+    for recompute in (False, True):
+        net.recompute = recompute
+        net.zero_grad()
+        out = net(x)
+        (out.square().sum() + out.sum()).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    net.eval()  # evaluation and export never recompute (no backward there)
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+
+
+def test_recompute_encoder_trains_the_same_steps_and_refuses_state_tasks(image_buffer, tmp_path, capsys):
+    import json
+
+    losses = []
+    for flag in ("off", "on"):
+        out = tmp_path / flag
+        assert train_main(_args(image_buffer, out, "--image-encoder", "light", "--steps", "3", "--log-every", "1",
+                                "--recompute-encoder", flag)) == 0
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in rows if "loss" in r])
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    capsys.readouterr()
+    # a run resumes with the other value (memory, not the objective)
+    assert train_main(_args(image_buffer, tmp_path / "on", "--image-encoder", "light", "--steps", "4",
+                            "--recompute-encoder", "off")) == 0
+    assert load_checkpoint(tmp_path / "on" / "last.pt")["step"] == 4
+    capsys.readouterr()
+    state_args = ["--task", "pusht-state", "--data", str(image_buffer), "--steps", "1", "--batch-size", "4",
+                  "--preset", "tiny", "--threads", "1", "--out", str(tmp_path / "s"), "--no-progress",
+                  "--recompute-encoder", "on"]
+    assert train_main(state_args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--recompute-encoder on is not possible on cpu: this task has no image encoder") \
+        and "\n" not in err
+    with pytest.raises(SystemExit) as exc:  # argparse's own refusal of a value outside the choices
+        train_main(_args(image_buffer, tmp_path / "x", "--recompute-encoder", "yes"))
+    assert exc.value.code == 2 and "--recompute-encoder: invalid choice: 'yes'" in capsys.readouterr().err

@@ -14,8 +14,20 @@
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def run_stages(stages: Sequence[nn.Module], x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """Apply ``stages`` in order. With ``recompute`` (training only), each stage keeps only its input for
+    the backward pass and recomputes its activations there: the same gradients for less memory
+    (``--recompute-encoder``; GroupNorm and ReLU have no randomness, so the recomputation is exact)."""
+    for stage in stages:
+        x = checkpoint(stage, x, use_reentrant=False) if recompute else stage(x)
+    return x
 
 
 class StateEncoder(nn.Module):
@@ -60,6 +72,7 @@ class ResNet18GN(nn.Module):
     """ResNet-18 (2-2-2-2 basic blocks, 64..512 channels) with GroupNorm; global average pool -> 512."""
 
     out_dim = 512
+    recompute = False  # set by the trainer (--recompute-encoder): see run_stages
 
     def __init__(self):
         super().__init__()
@@ -71,7 +84,8 @@ class ResNet18GN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.stem(x)).mean(dim=(2, 3))
+        recompute = self.recompute and self.training and torch.is_grad_enabled()
+        return run_stages((self.stem, *self.layers), x, recompute).mean(dim=(2, 3))
 
 
 class SpatialSoftmax(nn.Module):
@@ -102,6 +116,7 @@ class LightConvEncoder(nn.Module):
 
     keypoints = 32
     out_dim = 2 * keypoints
+    recompute = False  # set by the trainer (--recompute-encoder): see run_stages
 
     def __init__(self):
         super().__init__()
@@ -113,7 +128,10 @@ class LightConvEncoder(nn.Module):
         self.pool = SpatialSoftmax(c, self.keypoints)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.convs(x))
+        recompute = self.recompute and self.training and torch.is_grad_enabled()
+        layers = tuple(self.convs)  # conv + GroupNorm + ReLU per stage; the state-dict keys stay convs.N
+        return self.pool(run_stages([nn.Sequential(*layers[i:i + 3]) for i in range(0, len(layers), 3)], x,
+                                    recompute))
 
 
 IMAGE_ENCODERS = {"resnet18gn": ResNet18GN, "light": LightConvEncoder}

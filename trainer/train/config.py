@@ -23,7 +23,7 @@ from trainer.tasks import builtin_names, resolve_task
 
 STATE_ENCODERS = ("identity", "mlp")
 SPEED_CHOICES = ("auto", "on", "off")
-SPEED_FIELDS = ("amp", "compile", "fused_adam", "data_on_device")  # resumable with other values
+SPEED_FIELDS = ("amp", "compile", "fused_adam", "data_on_device", "recompute_encoder")  # resumable with other values
 IMAGE_BATCH_SIZE = 64  # default batch for image tasks (Diffusion Policy's image setting); 128 otherwise
 
 
@@ -77,6 +77,9 @@ class TrainConfig:
         "AdamW's fused kernel: auto (on for CUDA), on, off", choices=SPEED_CHOICES))
     data_on_device: str = field(default="auto", metadata=_flag(
         "hold the training windows on the device: auto (on for CUDA state tasks), on, off", choices=SPEED_CHOICES))
+    recompute_encoder: str = field(default="auto", metadata=_flag(
+        "image tasks: keep only each image-encoder stage's input and recompute its activations in the backward "
+        "pass (the same gradients, less memory, slower steps): auto (off), on, off", choices=SPEED_CHOICES))
     out_dir: str = field(default="runs/pusht-state", metadata=_flag("run directory (default runs/<task>)", flag="out"))
     checkpoint_every: int = field(default=500, metadata=_flag("steps between checkpoints"))
     log_every: int = field(default=10, metadata=_flag(

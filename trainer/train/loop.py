@@ -202,6 +202,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device, dataset: DemoDa
     torch.manual_seed(cfg.seed)
     spec = network_spec(cfg, dataset, objective.timestep_embed_dim)
     net = build_network(spec, dataset.state_stats, dataset.action_stats).to(device)
+    if speed.recompute_encoder and net.image_encoder is not None:
+        net.image_encoder.recompute = True  # memory for time; the same gradients (trainer.models.encoders)
     ema = EMA(net, max_decay=cfg.ema_decay) if main else None
     opt = make_optimizer(net.parameters(), cfg, speed.fused_adam)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)

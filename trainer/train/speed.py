@@ -9,6 +9,9 @@ defaults come from measurements (docs/benchmarks.md, "Training throughput"):
   not change). auto = off everywhere until a GPU measurement says otherwise (it costs a minute of
   compilation per run and recompiles for each batch shape; see docs/benchmarks.md).
 - ``fused_adam``: AdamW's fused kernel (one launch for all parameters). auto = on for CUDA, off on CPU.
+- ``recompute_encoder``: activation checkpointing of the image encoder's stages (memory for time;
+  trainer.models.encoders.run_stages). auto = off; on for a machine short of memory (docs/benchmarks.md,
+  "Image policies": ResNet-18-GN at batch 64 within 2 GB).
 - ``data_on_device``: the training windows' state, actions and frame index held as device tensors,
   batches gathered there (no host copy per step). auto = on for CUDA state tasks; image tasks keep their
   decoded frames in host memory unless asked (``on``).
@@ -32,6 +35,7 @@ class Speed:
     compile: bool
     fused_adam: bool
     data_on_device: bool
+    recompute_encoder: bool = False
 
     def describe(self) -> str:
         return ", ".join(f"{k} {'on' if v else 'off'}" for k, v in self.__dict__.items())
@@ -58,6 +62,7 @@ def resolve(cfg, device: torch.device, image_task: bool) -> Speed:
         compile=pick("compile", False),
         fused_adam=pick("fused_adam", cuda),
         data_on_device=pick("data_on_device", cuda and not image_task),
+        recompute_encoder=pick("recompute_encoder", False, image_task, "this task has no image encoder"),
     )
 
 
