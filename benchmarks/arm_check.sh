@@ -36,6 +36,11 @@ log() { echo "== arm_check [$(( $(date +%s) - T_START ))s]: $*"; }
 command -v apt-get >/dev/null || skip "no apt-get: this script needs a Debian-family host"
 [ -x "$PY" ] || PY=$(command -v python3)
 "$PY" -c "import runtime.bundle, onnxruntime" 2>/dev/null || skip "$PY cannot import runtime and onnxruntime: run make setup"
+# the arm64 rootfs is ~0.6 GB, the bundle and its venv in the chroot ~0.4 GB more: below 1.5 GiB free, say so
+FREE_KB=$(df -Pk "$(dirname "$ROOTFS")" 2>/dev/null | awk 'NR==2 {print $4}')
+if [ ! -e "$ROOTFS/.imle-arm-rootfs" ] && [ -n "$FREE_KB" ] && [ "$FREE_KB" -lt 1572864 ]; then
+    skip "only $((FREE_KB / 1024)) MiB free under $(dirname "$ROOTFS"): the arm64 rootfs and bundle need ~1.5 GiB"
+fi
 
 # ---------------------------------------------------------------- 1. qemu-user-static, binfmt, debootstrap
 T0=$(date +%s)
