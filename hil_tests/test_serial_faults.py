@@ -417,3 +417,27 @@ def test_implausible_command_is_refused_and_reported(devices, tmp_path) -> None:
     assert len(faults) == 1 and "max_step 200" in faults[0].text
     applied = [json.loads(line)["seq"] for line in log_path.read_text().splitlines()]
     assert seq not in applied and emu.status()["commands_implausible"] == 1
+
+
+def test_a_burst_of_commands_is_applied_and_logged_whole(devices, tmp_path) -> None:
+    # A host that was descheduled catches up with a burst: the device applies the queued commands back to
+    # back. Every applied command must reach the device's command log (the MCU's log used to overflow here).
+    devices.kind.need(STATUS, COMMAND_LOG)
+    log_path = tmp_path / "commands.jsonl"
+    emu = devices(state_hz=50, watchdog_ms=0, command_log=str(log_path))
+    link = connect(devices, emu)
+    here = link.wait_state(timeout=2.0).positions
+    sent = []
+    for i in range(120):  # no pause: one write after another, small steps (never implausible)
+        seq = link.send_command(np.float32(here + [0.5 * (i % 8), 0.25 * (i % 4)]))
+        assert seq is not None
+        sent.append(seq)
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline and emu.status()["commands_applied"] < len(sent):
+        time.sleep(0.1)
+    dev = emu.status()
+    while time.monotonic() < deadline and len(log_path.read_text().splitlines()) < dev["commands_applied"]:
+        time.sleep(0.1)
+    applied = [json.loads(line)["seq"] for line in log_path.read_text().splitlines()]
+    assert dev["commands_applied"] == len(sent) and dev["rx_seq_gaps"] == 0
+    assert applied == sent
