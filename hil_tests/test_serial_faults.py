@@ -404,12 +404,17 @@ def test_estop_latch_survives_a_new_session(devices) -> None:
     assert not second.wait_state(timeout=2.0).has(StatusFlags.ESTOP)
 
 
-def test_implausible_command_is_refused_and_reported(devices, tmp_path) -> None:
+def logged_device(devices, tmp_path):
+    """A 50 Hz device without a watchdog that logs what it applies: (device, link, log path, where it is)."""
     devices.kind.need(STATUS, COMMAND_LOG)
     log_path = tmp_path / "commands.jsonl"
     emu = devices(state_hz=50, watchdog_ms=0, command_log=str(log_path))
     link = connect(devices, emu)
-    here = link.wait_state(timeout=2.0).positions
+    return emu, link, log_path, link.wait_state(timeout=2.0).positions
+
+
+def test_implausible_command_is_refused_and_reported(devices, tmp_path) -> None:
+    emu, link, log_path, here = logged_device(devices, tmp_path)
     far = np.float32(here + [0.0, 250.0] if here[1] < 250 else here - [0.0, 250.0])
     seq = link.send_command(far)
     drive(link, 0.3, target=here, until=lambda: link.stats.refused.get("IMPLAUSIBLE", 0) >= 1)
@@ -422,11 +427,7 @@ def test_implausible_command_is_refused_and_reported(devices, tmp_path) -> None:
 def test_a_burst_of_commands_is_applied_and_logged_whole(devices, tmp_path) -> None:
     # A host that was descheduled catches up with a burst: the device applies the queued commands back to
     # back. Every applied command must reach the device's command log (the MCU's log used to overflow here).
-    devices.kind.need(STATUS, COMMAND_LOG)
-    log_path = tmp_path / "commands.jsonl"
-    emu = devices(state_hz=50, watchdog_ms=0, command_log=str(log_path))
-    link = connect(devices, emu)
-    here = link.wait_state(timeout=2.0).positions
+    emu, link, log_path, here = logged_device(devices, tmp_path)
     sent = []
     for i in range(120):  # no pause: one write after another, small steps (never implausible)
         seq = link.send_command(np.float32(here + [0.5 * (i % 8), 0.25 * (i % 4)]))
