@@ -19,14 +19,14 @@
 #define JOINTS 2
 #define RX_SIZE 128u   /* powers of two */
 #define TX_SIZE 256u
-#define LOG_SIZE 256u  /* uint8_t indices wrap at 256 */
+#define LOG_SIZE 256u  /* the test log; uint8_t indices wrap at 256. A long burst still overflows it (docs/firmware.md) */
 
 static volatile uint32_t ms_clock;
 static volatile uint8_t rx_buf[RX_SIZE], rx_head, rx_tail;
 static volatile uint8_t tx_buf[TX_SIZE];
 static volatile uint16_t tx_head, tx_tail;
-static volatile uint8_t log_buf[LOG_SIZE];
-static volatile uint8_t log_head, log_tail;
+static uint8_t log_buf[LOG_SIZE];
+static uint8_t log_head, log_tail;
 
 imle_retained_t retained __attribute__((section(".noinit")));
 imle_device_t dev;  /* imle-simavr reads the counters at this symbol's address */
@@ -100,19 +100,9 @@ uint8_t imle_hal_plant_reset(uint64_t seed, uint8_t k, const float *state) {
     return 1;
 }
 
-/* The log drains by interrupt, like UART0's TX: when a burst of queued commands is applied back to back
- * (a host that was descheduled catches up), a drain in the main loop moved ~2 bytes per pass while a
- * pass applied more than one 13-byte record, and the ring overflowed. */
-ISR(USART1_UDRE_vect) {
-    if (log_tail == log_head) { UCSR1B &= (uint8_t)~_BV(UDRIE1); return; }
-    UDR1 = log_buf[log_tail];
-    log_tail = (uint8_t)((log_tail + 1u) & (LOG_SIZE - 1u));
-}
-
 static void log_byte(uint8_t b) {
     uint8_t next = (uint8_t)((log_head + 1u) & (LOG_SIZE - 1u));
     if (next != log_tail) { log_buf[log_head] = b; log_head = next; }
-    UCSR1B |= _BV(UDRIE1);  /* racing the ISR, a stale read only re-enables it once: it then finds the ring empty */
 }
 
 void imle_hal_applied(uint16_t seq, uint8_t valid, const float *t) {
@@ -155,8 +145,12 @@ int main(void) {
         }
         if (n) imle_device_receive(&dev, chunk, n);
         imle_device_tick(&dev);
+        while (log_tail != log_head && (UCSR1A & _BV(UDRE1))) {
+            UDR1 = log_buf[log_tail];
+            log_tail = (uint8_t)((log_tail + 1u) & (LOG_SIZE - 1u));
+        }
         cli();
-        if (rx_tail == rx_head) { sleep_enable(); sei(); sleep_cpu(); sleep_disable(); }
+        if (rx_tail == rx_head && log_tail == log_head) { sleep_enable(); sei(); sleep_cpu(); sleep_disable(); }
         sei();  /* woken by the next byte or the next millisecond */
     }
 }
