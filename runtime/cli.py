@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the same frame (sequence number) used for more ticks in a row than this holds the robot")
     cam.add_argument("--camera-max-stale", type=int, default=DEFAULT_MAX_STALE, metavar="N",
                      help="this many camera holds in a row stop the run (exit 4)")
-    p.add_argument("--link-error-budget", type=float, default=None, metavar="F",
+    p.add_argument("--link-error-budget", type=float, default=LINK_ERROR_BUDGET, metavar="F",
                    help="a completed run that lost more than this fraction of the device's frames (sequence gaps "
                         f"and corrupt frames) exits 3, flagged DEGRADED in the summary (default {LINK_ERROR_BUDGET})")
     p.add_argument("--status", choices=("auto", "on", "off"), default="auto",
@@ -379,7 +379,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         stall_step, stall_s = _parse_stall(args.inject_stall)
         jump_step, jump_px, jump_count = _parse_jump(args.inject_jump)
         _check_period_arg(args.period)
-        if args.link_error_budget is not None and not 0.0 <= args.link_error_budget <= 1.0:  # NaN fails too
+        if not 0.0 <= args.link_error_budget <= 1.0:  # NaN fails too
             raise UserError(f"--link-error-budget must be a fraction in [0, 1], got {args.link_error_budget}")
         obs_map, joint_map = _name_maps(args)
         robot_config = _load_robot_config(args.robot_config)
@@ -407,8 +407,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             on_device_fault=args.on_device_fault, release_estop=args.release_estop,
                             obs_map=obs_map, joint_map=joint_map, camera_max_age_s=args.camera_max_age,
                             camera_max_repeat=args.camera_max_repeat, camera_max_stale=args.camera_max_stale,
-                            link_error_budget=(LoopConfig.link_error_budget if args.link_error_budget is None
-                                               else args.link_error_budget),
+                            link_error_budget=args.link_error_budget,
                             faults=FaultInjection(stall_at_step=stall_step, stall_s=stall_s,
                                                   nan_plan=args.inject_nan_plan, jump_at_step=jump_step,
                                                   jump_px=jump_px, jump_count=jump_count))

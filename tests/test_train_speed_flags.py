@@ -92,6 +92,10 @@ def test_a_resume_refusal_names_the_field_and_both_values_and_bookkeeping_may_di
     other = dict(saved, data={**saved["data"], "obs_horizon": 3})
     assert config_difference(saved, other) == ("data.obs_horizon", saved["data"]["obs_horizon"], 3)
     assert config_difference({k: v for k, v in saved.items() if k != "lr"}, saved) == ("lr", "(missing)", saved["lr"])
+    from trainer.train.loop import _short_repr
+
+    long = _short_repr({"task": "x" * 500})  # a changed task_spec stays one short line in the refusal
+    assert len(long) == 80 and long.endswith("...") and _short_repr(5) == "5"
 
 
 @pytest.mark.parametrize("field, value", [("amp", "bf16"), ("compile", "yes"), ("fused_adam", ""),

@@ -128,10 +128,10 @@ class LightConvEncoder(nn.Module):
         self.pool = SpatialSoftmax(c, self.keypoints)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        recompute = self.recompute and self.training and torch.is_grad_enabled()
+        if not (self.recompute and self.training and torch.is_grad_enabled()):
+            return self.pool(self.convs(x))
         layers = tuple(self.convs)  # conv + GroupNorm + ReLU per stage; the state-dict keys stay convs.N
-        return self.pool(run_stages([nn.Sequential(*layers[i:i + 3]) for i in range(0, len(layers), 3)], x,
-                                    recompute))
+        return self.pool(run_stages([nn.Sequential(*layers[i:i + 3]) for i in range(0, len(layers), 3)], x, True))
 
 
 IMAGE_ENCODERS = {"resnet18gn": ResNet18GN, "light": LightConvEncoder}

@@ -134,6 +134,11 @@ def train(cfg: TrainConfig, dataset: DemoDataset | None = None, eval_fn: EvalFn 
         shutdown(env)
 
 
+def _short_repr(value: object, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 3]}..."
+
+
 def _read_resume(last_path: Path, cfg: TrainConfig) -> dict:
     state = load_checkpoint(last_path)
     if state.get("slim"):
@@ -142,9 +147,8 @@ def _read_resume(last_path: Path, cfg: TrainConfig) -> dict:
     diff = config_difference(state["config"], cfg.to_dict())
     if diff:
         field, was, now = diff
-        shown = [v if len(repr(v)) <= 80 else f"{repr(v)[:77]}..." for v in (was, now)]
-        raise ValueError(f"{last_path} was trained with {field} = {shown[0]!r}, this run asks for {shown[1]!r}; "
-                         "use a new --out or --no-resume to start over")
+        raise ValueError(f"{last_path} was trained with {field} = {_short_repr(was)}, this run asks for "
+                         f"{_short_repr(now)}; use a new --out or --no-resume to start over")
     return state
 
 

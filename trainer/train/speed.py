@@ -10,8 +10,8 @@ defaults come from measurements (docs/benchmarks.md, "Training throughput"):
   compilation per run and recompiles for each batch shape; see docs/benchmarks.md).
 - ``fused_adam``: AdamW's fused kernel (one launch for all parameters). auto = on for CUDA, off on CPU.
 - ``recompute_encoder``: activation checkpointing of the image encoder's stages (memory for time;
-  trainer.models.encoders.run_stages). auto = off; on for a machine short of memory (docs/benchmarks.md,
-  "Image policies": ResNet-18-GN at batch 64 within 2 GB).
+  trainer.models.encoders.run_stages). auto = off: it costs ~15% of a CPU step and saves ~0.2 GiB for
+  ResNet-18-GN at batch 64 (docs/benchmarks.md, "Image policies"; not enough alone for 2 GB).
 - ``data_on_device``: the training windows' state, actions and frame index held as device tensors,
   batches gathered there (no host copy per step). auto = on for CUDA state tasks; image tasks keep their
   decoded frames in host memory unless asked (``on``).
