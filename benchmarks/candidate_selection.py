@@ -7,6 +7,7 @@ latents), so each episode is a pair and the difference is measured per episode:
   one          1 candidate: plain IMLE, no selection
   no-redraw    32 candidates, temporal consistency that never re-draws its reference
   random       32 candidates generated, one picked without consistency (same cost as default)
+  taN          the package's selection, executing N actions per plan instead of the package's Ta
 
     python benchmarks/candidate_selection.py exported_models/pusht-state-imle --episodes 300 --seed 400000 \
         --workers 2 --out benchmarks/results/candidate_selection
@@ -30,6 +31,15 @@ SETTINGS = {  # name -> EvalOptions overrides
 }
 
 
+def overrides(name: str) -> dict:
+    """EvalOptions overrides of a setting name (KeyError for an unknown one)."""
+    if name in SETTINGS:
+        return SETTINGS[name]
+    if name.startswith("ta") and name[2:].isdigit():
+        return {"action_horizon": int(name[2:])}
+    raise KeyError(name)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10000,
                       seed: int = 0) -> tuple[float, float, float]:
     """Mean of a - b over paired episodes with a percentile-bootstrap 95% interval over episodes."""
@@ -46,12 +56,12 @@ def run(package: str, settings: list[str], episodes: int, seed: int, precision: 
     out: dict = {"package": package, "episodes": episodes, "seed": seed, "settings": {}}
     for name in settings:
         opts = EvalOptions(episodes=episodes, seed=seed, precision=precision, workers=workers, progress=True,
-                           **SETTINGS[name])
+                           **overrides(name))
         report = evaluate_package(package, opts)
         out["precision"] = report.precision
         out["settings"][name] = {
             "candidates": report.candidates, "temporal_consistency": report.temporal_consistency,
-            "score": report.summary.score.__dict__, "success": report.summary.success.__dict__,
+            "action_horizon": report.options.action_horizon, "score": report.summary.score.__dict__, "success": report.summary.success.__dict__,
             "plan_ms": float(np.mean([r.plan_latency_ms for r in report.results])),
             "wall_s": report.wall_s,
             "max_reward": [r.max_reward for r in report.results],
@@ -70,8 +80,8 @@ def run(package: str, settings: list[str], episodes: int, seed: int, precision: 
 
 
 def table(result: dict) -> str:
-    rows = ["| setting | candidates | consistency | score [95% CI] | success [95% CI] | score - default (paired) "
-            "| success - default (paired) | plan ms |", "|---|---:|---|---|---|---|---|---:|"]
+    rows = ["| setting | candidates | consistency | Ta | score [95% CI] | success [95% CI] | score - default (paired) "
+            "| success - default (paired) | plan ms |", "|---|---:|---|---:|---|---|---|---|---:|"]
     for name, s in result["settings"].items():
         sc, su = s["score"], s["success"]
         d1 = s.get("vs_default_score")
@@ -79,16 +89,24 @@ def table(result: dict) -> str:
         fmt = (lambda d: "-" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
         tc = ("n/a" if s["candidates"] == 1 else "no" if not s["temporal_consistency"]
               else "never re-drawn" if name == "no-redraw" else "yes")
-        rows.append(f"| {name} | {s['candidates']} | {tc} | {sc['value']:.3f} [{sc['low']:.3f}, {sc['high']:.3f}] | "
+        rows.append(f"| {name} | {s['candidates']} | {tc} | {s.get('action_horizon', '-')} | {sc['value']:.3f} [{sc['low']:.3f}, {sc['high']:.3f}] | "
                     f"{su['value']:.0%} [{su['low']:.0%}, {su['high']:.0%}] | {fmt(d1)} | {fmt(d2)} | "
                     f"{s['plan_ms']:.1f} |")
     return "\n".join(rows)
 
 
+def _known(name: str) -> bool:
+    try:
+        overrides(name)
+    except KeyError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package")
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)}")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)}, taN (N actions per plan)")
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--seed", type=int, default=400000)
     p.add_argument("--precision", choices=("fp32", "int8"), default=None)
@@ -96,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/candidate_selection")
     args = p.parse_args(argv)
     names = [s for s in args.settings.split(",") if s]
-    bad = [s for s in names if s not in SETTINGS]
+    bad = [s for s in names if not _known(s)]
     if bad or not names:
-        print(f"candidate_selection: error: --settings {args.settings!r}: use {', '.join(SETTINGS)}", file=sys.stderr)
+        print(f"candidate_selection: error: --settings {args.settings!r}: use {', '.join(SETTINGS)} or taN",
+              file=sys.stderr)
         return 2
     if args.episodes < 1 or args.workers < 1:
         print(f"candidate_selection: error: --episodes {args.episodes} and --workers {args.workers} must be >= 1",

@@ -28,10 +28,17 @@ class PlanError(RuntimeError):
     """No usable plan: every candidate had a non-finite value. A bad plan is never returned."""
 
 
+def check_action_horizon(value: object, obs: int, pred: int) -> None:
+    """Ta must be an integer in 1..pred-obs+1: the rows from the current time (index obs-1) to the plan's end."""
+    most = pred - obs + 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"action_horizon must be an integer in 1..{most} (pred {pred} - obs {obs} + 1), got {value!r}")
+
+
 class Policy:
     def __init__(self, package: str | Path | Package, precision: str | None = None, candidates: int | None = None,
                  threads: int = 1, seed: int = 0, temporal_consistency: bool | None = None,
-                 tc_reset_after: int | None = None, device: str = "cpu"):
+                 tc_reset_after: int | None = None, device: str = "cpu", action_horizon: int | None = None):
         self.package = package if isinstance(package, Package) else load_package(package)
         m = self.package.manifest
         self.manifest: Manifest = m
@@ -58,6 +65,8 @@ class Policy:
         if not 0 <= tc_reset_after <= MAX_TC_RESET_AFTER:
             raise ValueError(f"tc_reset_after must be >= 0 (0: never) and at most {MAX_TC_RESET_AFTER}, "
                              f"got {tc_reset_after}")
+        self._action_horizon = m.horizons.action if action_horizon is None else action_horizon
+        check_action_horizon(self._action_horizon, m.horizons.obs, m.horizons.pred)
         self.threads = threads
         self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed
@@ -120,7 +129,8 @@ class Policy:
 
     @property
     def action_horizon(self) -> int:
-        return self.manifest.horizons.action
+        """Ta: rows executed per plan (the package's, or the caller's override)."""
+        return self._action_horizon
 
     @property
     def action_dim(self) -> int:

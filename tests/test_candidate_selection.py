@@ -26,6 +26,8 @@ def test_paired_difference_is_the_mean_of_per_episode_differences():
 @pytest.mark.parametrize("argv, needle", [
     (["PKG", "--settings", "default,bogus"], "--settings"),
     (["PKG", "--settings", ","], "--settings"),
+    (["PKG", "--settings", "ta"], "--settings"),
+    (["PKG", "--settings", "ta-1,taX"], "--settings"),
     (["PKG", "--episodes", "0"], "--episodes 0"),
     (["PKG", "--workers", "-1"], "--workers -1"),
     (["/nonexistent/pkg"], "not a model package"),
@@ -46,3 +48,10 @@ def test_table_marks_what_each_setting_means():
     text = cs.table(result)
     assert "| one | 1 | n/a |" in text and "never re-drawn" in text and "| random | 32 | no |" in text
     assert "+0.010 [-0.100, +0.100]" in text
+
+
+def test_action_horizon_settings_are_parsed_from_their_name():
+    assert cs.overrides("ta6") == {"action_horizon": 6} and cs.overrides("one") == {"candidates": 1}
+    for bad in ("ta", "tax", "ta-3", "t6"):
+        with pytest.raises(KeyError):
+            cs.overrides(bad)

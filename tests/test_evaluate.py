@@ -175,14 +175,26 @@ def test_cli_writes_json_csv_and_media(tiny_package, tmp_path, capsys):
 def test_cli_records_the_package_selection_settings_and_overrides(tiny_package, tmp_path, capsys):
     from trainer.evaluate.cli import main
 
-    for extra, want, line in (([], (True, 5), "temporal consistency on, re-drawn every 5 plans"),
-                              (["--tc-reset-after", "0"], (True, 0), "temporal consistency on\n")):
-        out = tmp_path / f"eval{len(extra)}"
-        argv = [str(tiny_package), "--episodes", "1", "--max-steps", "4", "--out", str(out), "--quiet", *extra]
+    for extra, want, line in (([], (True, 5, 8), "temporal consistency on, re-drawn every 5 plans, 8 action(s)"),
+                              (["--tc-reset-after", "0"], (True, 0, 8), "temporal consistency on, 8 action(s)"),
+                              (["--action-horizon", "3"], (True, 5, 3), "every 5 plans, 3 action(s) per plan")):
+        out = tmp_path / f"eval{len(extra)}{extra[-1] if extra else ''}"
+        argv = [str(tiny_package), "--episodes", "1", "--max-steps", "9", "--out", str(out), "--quiet", *extra]
         assert main(argv) == 0
         s = json.loads((out / "summary.json").read_text())
-        assert (s["temporal_consistency"], s["options"]["tc_reset_after"]) == want  # 5: the exporter's default
+        # 5: the exporter's default re-draw; 8: the task's Ta
+        assert (s["temporal_consistency"], s["options"]["tc_reset_after"], s["options"]["action_horizon"]) == want
+        assert s["episodes"][0]["plans"] == -(-9 // want[2])  # 9 steps in plans of Ta actions
         assert line in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "16", "-2"])
+def test_cli_refuses_an_action_horizon_outside_the_plan(tiny_package, value, capsys):
+    from trainer.evaluate.cli import main
+
+    assert main([str(tiny_package), "--episodes", "1", "--action-horizon", value, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "action_horizon" in err and "1..15" in err and value in err and "\n" not in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -418,3 +418,20 @@ def test_imle_run_reports_a_missing_accelerator_without_a_traceback(tmp_path, ca
     code = main([str(imle_package(tmp_path / "p")), "--robot", "emulator-lockstep", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code != 0 and "CUDAExecutionProvider" in err and "Traceback" not in err
+
+
+def test_action_horizon_override_sets_the_rows_executed_and_the_rest_kept(tmp_path):
+    pkg = imle_package(tmp_path / "p")
+    assert Policy(pkg).action_horizon == TA  # the package's
+    pol = Policy(pkg, action_horizon=2, seed=4)
+    out = pol.act(OBS)
+    assert pol.action_horizon == 2 and out.shape == (2, A)
+    np.testing.assert_array_equal(out, pol.last_plan[TO - 1:TO + 1])  # the rows from the current time
+    np.testing.assert_array_equal(pol._rest, pol.last_plan[TO + 1:])  # the rest, for consistency
+    assert Policy(pkg, action_horizon=TP - TO + 1).act(OBS).shape == (TP - TO + 1, A)  # to the plan's end
+
+
+@pytest.mark.parametrize("bad", [0, -1, TP - TO + 2, 2.0, True, "3", None.__class__])
+def test_action_horizon_outside_the_plan_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match=rf"action_horizon must be an integer in 1..{TP - TO + 1}"):
+        Policy(imle_package(tmp_path / "p"), action_horizon=bad)

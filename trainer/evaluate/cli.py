@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pick candidate 0 every plan instead of the one closest to the previous plan")
     p.add_argument("--tc-reset-after", type=int, default=None, metavar="N",
                    help="re-draw the temporal-consistency reference every N plans (0: never; default: the package's)")
+    p.add_argument("--action-horizon", type=int, default=None, metavar="TA",
+                   help="rows of each plan executed before re-planning (1..pred-obs+1; default: the package's)")
     p.add_argument("--out", default=None, help="write summary.json, episodes.csv (and media) here")
     p.add_argument("--save-media", action="store_true",
                    help="GIFs of the first --gif-episodes rollouts and a PNG grid of all final frames (needs --out)")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = EvalOptions(episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, precision=args.precision,
                        candidates=args.candidates, threads=args.threads, device=args.device,
                        temporal_consistency=False if args.no_temporal_consistency else None,
-                       tc_reset_after=args.tc_reset_after, workers=args.workers,
+                       tc_reset_after=args.tc_reset_after, action_horizon=args.action_horizon, workers=args.workers,
                        gif_episodes=args.gif_episodes if args.save_media else 0, final_frames=args.save_media,
                        progress=not args.quiet)
     try:

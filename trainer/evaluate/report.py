@@ -27,7 +27,7 @@ def table(report: EvalReport, per_episode: bool = True) -> str:
     s = report.summary
     lines += [
         f"package {report.package}: {report.method}, {report.precision}, {report.candidates} candidate(s), "
-        f"temporal consistency {_tc(report)}",
+        f"temporal consistency {_tc(report)}, {report.options.action_horizon} action(s) per plan",
         f"{'metric':<34} {'value':>7}   95% CI",
         f"{'score (average max coverage/0.95)':<34} {s.score.value:>7.3f}   "
         f"[{s.score.low:.3f}, {s.score.high:.3f}] (bootstrap)",

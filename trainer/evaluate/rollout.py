@@ -33,6 +33,7 @@ class EvalOptions:
     device: str = "cpu"  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
     temporal_consistency: bool | None = None  # None: the package's
     tc_reset_after: int | None = None  # None: the package's; 0 = never
+    action_horizon: int | None = None  # None: the package's Ta (rows executed per plan)
     workers: int = 1  # processes over episodes
     gif_episodes: int = 0  # record full rollouts of the first k episodes (for GIFs)
     final_frames: bool = False  # keep the last frame of every episode (for the PNG grid)
@@ -145,7 +146,7 @@ def package_factory(package, opts: EvalOptions) -> PolicyFactory:
     def make(seed: int):
         return Policy(package, precision=opts.precision, candidates=opts.candidates, threads=opts.threads,
                       seed=seed, temporal_consistency=opts.temporal_consistency,
-                      tc_reset_after=opts.tc_reset_after, device=opts.device)
+                      tc_reset_after=opts.tc_reset_after, device=opts.device, action_horizon=opts.action_horizon)
 
     return make
 
@@ -180,7 +181,8 @@ def evaluate_package(package_path: str | Path, opts: EvalOptions | None = None) 
     pkg = load_package(package_path)
     probe = package_factory(pkg, opts)(opts.seed)  # fails fast on a bad precision / candidate count
     # record what runs: the package's selection settings where the options left them open
-    opts = replace(opts, temporal_consistency=probe.temporal_consistency, tc_reset_after=probe.tc_reset_after)
+    opts = replace(opts, temporal_consistency=probe.temporal_consistency, tc_reset_after=probe.tc_reset_after,
+                   action_horizon=probe.action_horizon)
     shape = _image_shape(pkg)
     bar = tqdm(total=opts.episodes, desc=f"eval {pkg.root.name}", unit="ep", disable=not opts.progress,
                dynamic_ncols=True)
