@@ -1,0 +1,107 @@
+"""benchmarks/failure_modes.py: the ending classes, seed inputs and one-line refusals (replays are the benchmark's)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "failure_modes.py"
+spec = importlib.util.spec_from_file_location("failure_modes", _PATH)
+fm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fm)
+
+
+def _episode(block_end, block_step=0.0, steps=150):
+    """[steps, 5] states: the agent circles, the block moves block_step px per step towards block_end."""
+    t = np.arange(steps, dtype=float)
+    s = np.zeros((steps, 5))
+    s[:, 0], s[:, 1] = 200 + 30 * np.cos(t / 5), 200 + 30 * np.sin(t / 5)
+    s[:, 2] = block_end[0] - block_step * (steps - 1 - t)
+    s[:, 3] = block_end[1]
+    return s
+
+
+def test_an_episode_ending_at_a_wall_is_wall_whether_or_not_it_moves():
+    assert fm.classify(_episode((30.0, 256.0)))["class"] == "wall"
+    moving = fm.classify(_episode((500.0, 256.0), block_step=1.0))
+    assert moving["class"] == "wall" and moving["block_to_wall_px"] == 12.0
+
+
+def test_a_still_block_away_from_walls_is_stalled_and_a_moving_one_pushing():
+    still = fm.classify(_episode((256.0, 256.0), block_step=0.05))  # 5 px in 100 steps
+    assert still["class"] == "stalled" and still["block_moved_px"] == pytest.approx(4.95, abs=0.1)
+    assert still["agent_path_px"] > 100  # the pusher moved: stalled means the block did not
+    assert fm.classify(_episode((256.0, 256.0), block_step=0.5))["class"] == "pushing"
+
+
+def test_only_the_last_100_steps_count():
+    s = _episode((256.0, 256.0))
+    s[:50, 2] -= np.linspace(100, 0, 50)  # a big push early, still for the last 100 steps
+    assert fm.classify(s)["class"] == "stalled"
+
+
+def test_a_block_pushed_out_of_the_workspace_counts_as_wall():
+    out = fm.classify(_episode((-20.0, 256.0)))
+    assert out["class"] == "wall" and out["block_to_wall_px"] == -20.0
+
+
+@pytest.mark.parametrize("states", [np.zeros((1, 5)), np.zeros((10, 4)), np.zeros(10),
+                                    np.full((10, 5), np.nan), np.array([[0, 0, np.inf, 0, 0]] * 5, float)])
+def test_malformed_states_are_refused(states):
+    with pytest.raises(ValueError, match="finite"):
+        fm.classify(states)
+
+
+def test_seeds_from_an_eval_summary(tmp_path):
+    p = tmp_path / "summary.json"
+    p.write_text(json.dumps({"episodes": [{"seed": 7, "max_reward": 0.1}, {"seed": 8, "max_reward": 0.9},
+                                          {"seed": 9, "max_reward": 0.0}]}))
+    assert fm.seeds_from(p, 0.5) == [7, 9] and fm.seeds_from(p, 0.0) == []
+
+
+@pytest.mark.parametrize("text", ['{"episodes": [{"seed": 1}]}', '{"episodes": 3}', "[1, 2", "", '{"x": 1}'])
+def test_seeds_from_refuses_what_is_not_a_summary(tmp_path, text):
+    p = tmp_path / "summary.json"
+    p.write_text(text)
+    with pytest.raises(ValueError, match="not an imle-eval summary.json"):
+        fm.seeds_from(p, 0.5)
+
+
+def test_population_ranges():
+    assert fm.parse_population("10:3, 20:2") == [10, 11, 12, 20, 21]
+    for bad in ("10", "10:0", "a:3", "10:-1", "10:3:4"):
+        with pytest.raises(ValueError, match="START:COUNT"):
+            fm.parse_population(bad)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["PKG"], "no episodes to replay"),
+    (["PKG", "--seeds", "1,x"], "--seeds"),
+    (["PKG", "--from", "MISSING"], "not an imle-eval summary.json"),
+    (["PKG", "--seeds", "1", "--population", "1:5"], "--demos and --population go together"),
+    (["PKG", "--seeds", "9", "--population", "1:5", "--demos", "D"], "does not hold the failing seeds"),
+    (["PKG", "--seeds", "1"], "not a model package"),
+])
+def test_mistakes_are_one_line(argv, needle, capsys, tmp_path):
+    argv = [str(tmp_path / "missing") if a == "MISSING" else str(tmp_path) if a in ("PKG", "D") else a for a in argv]
+    assert fm.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_a_replay_writes_the_classes_the_json_and_the_grid(tmp_path, capsys):
+    pytest.importorskip("gym_pusht")
+    from hil_tests.runtime_fixtures import build_tiny_package
+
+    pkg = build_tiny_package(tmp_path / "pkg")  # untrained: sits near the middle, never reaches the goal
+    out = tmp_path / "fm"
+    assert fm.main([str(pkg), "--seeds", "5,6", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [e["seed"] for e in result["episodes"]] == [5, 6] and sum(result["counts"].values()) == 2
+    for e in result["episodes"]:
+        assert e["steps"] == 300 and e["class"] in ("wall", "stalled", "pushing") and len(e["final_block"]) == 3
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "of 2 episodes" in capsys.readouterr().out
