@@ -61,7 +61,8 @@ def run(package: str, settings: list[str], episodes: int, seed: int, precision: 
         out["precision"] = report.precision
         out["settings"][name] = {
             "candidates": report.candidates, "temporal_consistency": report.temporal_consistency,
-            "action_horizon": report.options.action_horizon, "score": report.summary.score.__dict__, "success": report.summary.success.__dict__,
+            "action_horizon": report.options.action_horizon,
+            "score": report.summary.score.__dict__, "success": report.summary.success.__dict__,
             "plan_ms": float(np.mean([r.plan_latency_ms for r in report.results])),
             "wall_s": report.wall_s,
             "max_reward": [r.max_reward for r in report.results],
@@ -89,7 +90,8 @@ def table(result: dict) -> str:
         fmt = (lambda d: "-" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
         tc = ("n/a" if s["candidates"] == 1 else "no" if not s["temporal_consistency"]
               else "never re-drawn" if name == "no-redraw" else "yes")
-        rows.append(f"| {name} | {s['candidates']} | {tc} | {s.get('action_horizon', '-')} | {sc['value']:.3f} [{sc['low']:.3f}, {sc['high']:.3f}] | "
+        rows.append(f"| {name} | {s['candidates']} | {tc} | {s.get('action_horizon', '-')} | "
+                    f"{sc['value']:.3f} [{sc['low']:.3f}, {sc['high']:.3f}] | "
                     f"{su['value']:.0%} [{su['low']:.0%}, {su['high']:.0%}] | {fmt(d1)} | {fmt(d2)} | "
                     f"{s['plan_ms']:.1f} |")
     return "\n".join(rows)
@@ -106,7 +108,8 @@ def _known(name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("package")
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)}, taN (N actions per plan)")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"comma list of {', '.join(SETTINGS)}, taN (N actions per plan)")
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--seed", type=int, default=400000)
     p.add_argument("--precision", choices=("fp32", "int8"), default=None)

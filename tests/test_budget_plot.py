@@ -35,7 +35,8 @@ def test_missing_or_truncated_results_are_one_line(tmp_path, capsys):
     assert bp.main(["--results", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("budget_plot: error:") and "\n" not in err
-    for name in ("ship13_budget_extension.json", "candidate_selection.json", "default_recipe_7500_eval_int8_400000.json"):
+    names = ("ship13_budget_extension.json", "candidate_selection.json", "default_recipe_7500_eval_int8_400000.json")
+    for name in names:
         shutil.copy(bp.RESULTS / name, tmp_path / name)
     (tmp_path / "candidate_selection.json").write_text('{"settings": {"default": {"score": ')
     assert bp.main(["--results", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
