@@ -65,8 +65,12 @@ class Policy:
         if not 0 <= tc_reset_after <= MAX_TC_RESET_AFTER:
             raise ValueError(f"tc_reset_after must be >= 0 (0: never) and at most {MAX_TC_RESET_AFTER}, "
                              f"got {tc_reset_after}")
-        self._action_horizon = m.horizons.action if action_horizon is None else action_horizon
-        check_action_horizon(self._action_horizon, m.horizons.obs, m.horizons.pred)
+        if action_horizon is None:
+            action_horizon = m.horizons.action
+        elif hasattr(action_horizon, "__index__") and not isinstance(action_horizon, bool):
+            action_horizon = action_horizon.__index__()  # numpy integers, as for candidates
+        check_action_horizon(action_horizon, m.horizons.obs, m.horizons.pred)
+        self._action_horizon = action_horizon
         self.threads = threads
         self.device = device  # cpu | cuda | tensorrt (runtime.onnx_session.DEVICES)
         self.seed = seed

@@ -429,6 +429,7 @@ def test_action_horizon_override_sets_the_rows_executed_and_the_rest_kept(tmp_pa
     np.testing.assert_array_equal(out, pol.last_plan[TO - 1:TO + 1])  # the rows from the current time
     np.testing.assert_array_equal(pol._rest, pol.last_plan[TO + 1:])  # the rest, for consistency
     assert Policy(pkg, action_horizon=TP - TO + 1).act(OBS).shape == (TP - TO + 1, A)  # to the plan's end
+    assert Policy(pkg, action_horizon=np.int64(3)).action_horizon == 3  # numpy integers, as for candidates
 
 
 @pytest.mark.parametrize("bad", [0, -1, TP - TO + 2, 2.0, True, "3", None.__class__])
