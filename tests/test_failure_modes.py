@@ -94,9 +94,12 @@ def test_mistakes_are_one_line(argv, needle, capsys, tmp_path):
 
 def test_a_replay_writes_the_classes_the_json_and_the_grid(tmp_path, capsys):
     pytest.importorskip("gym_pusht")
-    from hil_tests.runtime_fixtures import build_tiny_package
+    fixtures_spec = importlib.util.spec_from_file_location("runtime_fixtures", _PATH.parents[1] / "hil_tests" /
+                                                           "runtime_fixtures.py")
+    fixtures = importlib.util.module_from_spec(fixtures_spec)
+    fixtures_spec.loader.exec_module(fixtures)  # by path: hil_tests is not an installed package
 
-    pkg = build_tiny_package(tmp_path / "pkg")  # untrained: sits near the middle, never reaches the goal
+    pkg = fixtures.build_tiny_package(tmp_path / "pkg")  # untrained: sits near the middle, never reaches the goal
     out = tmp_path / "fm"
     assert fm.main([str(pkg), "--seeds", "5,6", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
