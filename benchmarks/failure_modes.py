@@ -32,6 +32,7 @@ WORKSPACE = 512.0  # gym-pusht's square, px
 TAIL = 100  # steps looked at: the end of the episode
 WALL_PX = 70.0  # block centre this close to a wall: the T's half-width is ~60 px
 STALL_PX = 10.0
+MAX_POPULATION = 100_000  # seeds whose starts --population resets the env to
 
 
 class RecordingEnv:
@@ -81,23 +82,43 @@ def seeds_from(path: Path, below: float) -> list[int]:
 
 
 def parse_population(text: str) -> list[int]:
-    """'400000:300,500000:300' -> every seed of those ranges."""
+    """'400000:300,500000:300' -> every seed of those ranges (at most MAX_POPULATION)."""
     seeds: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         start, _, count = part.partition(":")
         if not (start.isdigit() and count.isdigit() and int(count) > 0):
             raise ValueError(f"--population {part!r} must be START:COUNT with integers, COUNT > 0")
+        if len(seeds) + int(count) > MAX_POPULATION:
+            raise ValueError(f"--population {text!r} holds more than {MAX_POPULATION} seeds")
         seeds += range(int(start), int(start) + int(count))
     return seeds
 
 
-def demo_coverage(population: list[int], failed: set[int], demos: str) -> dict:
-    """Failure rate by quartile of each start's block distance to the nearest demonstration's start."""
-    from trainer.data.replay_buffer import load_replay_buffer
-    from trainer.evaluate.env import make_env
+def check_package(manifest, task_state: tuple[str, ...]) -> None:
+    """classify() reads the pusher and the block from the observed state: Push-T state packages only."""
+    names = tuple(manifest.obs.state_names)
+    if manifest.obs.image_shape is not None or names != task_state:
+        raise ValueError(f"package obs.state_names is {list(names)}"
+                         f"{' with images' if manifest.obs.image_shape is not None else ''}; failure_modes replays "
+                         f"Push-T state packages only ({list(task_state)})")
+
+
+def demo_starts(demos: str) -> np.ndarray:
+    """[episodes, 2] block position of each demonstration's first frame (DatasetError: one line)."""
+    from trainer.data.replay_buffer import DatasetError, load_replay_buffer
 
     buf = load_replay_buffer(demos, keys=("state",), image_keys=())
-    first = buf.data["state"][np.r_[0, buf.episode_ends[:-1]], 2:4]
+    state = buf.data["state"]
+    if state.ndim != 2 or state.shape[1] != 5:
+        raise DatasetError(f"{demos}: data/state is {list(state.shape)}; Push-T's has 5 columns "
+                           "(agent x, y, block x, y, angle)")
+    return state[np.r_[0, buf.episode_ends[:-1]], 2:4]
+
+
+def demo_coverage(population: list[int], failed: set[int], first: np.ndarray) -> dict:
+    """Failure rate by quartile of each start's block distance to the nearest demonstration's start."""
+    from trainer.evaluate.env import make_env
+
     env = make_env(None)
     try:
         starts = np.array([np.asarray(env.reset(seed=s)[0], np.float64)[2:4] for s in population])
@@ -106,23 +127,25 @@ def demo_coverage(population: list[int], failed: set[int], demos: str) -> dict:
     near = np.linalg.norm(starts[:, None] - first[None], axis=2).min(axis=1)
     fail = np.isin(population, sorted(failed))
     edges = np.quantile(near, [0, 0.25, 0.5, 0.75, 1])
+    quartile = np.searchsorted(edges[1:-1], near, side="right")  # each start in exactly one quartile
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (near >= lo) & (near <= hi)
+    for q, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        m = quartile == q
+        rate = round(float(fail[m].mean()), 4) if m.any() else None
         rows.append({"from_px": round(float(lo), 1), "to_px": round(float(hi), 1), "episodes": int(m.sum()),
-                     "failed": int(fail[m].sum()), "failure_rate": round(float(fail[m].mean()), 4)})
-    return {"demos": demos, "demo_starts": len(first), "population": len(population), "quartiles": rows,
+                     "failed": int(fail[m].sum()), "failure_rate": rate})
+    return {"demo_starts": len(first), "population": len(population), "quartiles": rows,
             "mean_px_failed": round(float(near[fail].mean()), 1) if fail.any() else None,
-            "mean_px_other": round(float(near[~fail].mean()), 1)}
+            "mean_px_other": round(float(near[~fail].mean()), 1) if (~fail).any() else None}
 
 
-def run(package: str, seeds: list[int], precision: str | None) -> list[dict]:
-    from runtime.package import load_package
+def run(pkg, seeds: list[int], precision: str | None) -> list[dict]:
+    """Replay ``seeds`` with a loaded Push-T state package; rows carry each episode's last frame."""
     from trainer.evaluate.env import make_env
     from trainer.evaluate.rollout import EvalOptions, package_factory, run_episode
 
-    pkg = load_package(package)
     factory = package_factory(pkg, EvalOptions(precision=precision))
+    factory(seeds[0])  # a bad precision is refused before the environment opens
     env = RecordingEnv(make_env(None, render_size=192))
     rows = []
     try:
@@ -141,13 +164,10 @@ def run(package: str, seeds: list[int], precision: str | None) -> list[dict]:
 def save_grid(rows: list[dict], path: Path, cols: int = 8) -> None:
     from PIL import Image, ImageDraw
 
-    frames = [r["_frame"] for r in rows if r["_frame"] is not None]
-    if not frames:
-        return
-    h, w = frames[0].shape[:2]
-    grid = Image.new("RGB", (cols * w, -(-len(frames) // cols) * h), "white")
-    for k, (r, f) in enumerate(zip(rows, frames)):
-        tile = Image.fromarray(np.asarray(f, np.uint8))
+    h, w = rows[0]["_frame"].shape[:2]  # run() keeps every episode's last frame
+    grid = Image.new("RGB", (cols * w, -(-len(rows) // cols) * h), "white")
+    for k, r in enumerate(rows):
+        tile = Image.fromarray(np.asarray(r["_frame"], np.uint8))
         ImageDraw.Draw(tile).text((4, 4), f"{r['seed']} {r['class']}", fill=(200, 0, 0))
         grid.paste(tile, ((k % cols) * w, (k // cols) * h))
     grid.save(path)
@@ -165,58 +185,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/failure_modes")
     args = p.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"failure_modes: error: --seeds {args.seeds!r} must be comma separated integers", file=sys.stderr)
-        return 2
-    if args.source:
-        try:
-            seeds += seeds_from(Path(args.source), args.below)
-        except ValueError as exc:
-            print(f"failure_modes: error: {exc}", file=sys.stderr)
-            return 2
-    if not seeds:
-        print("failure_modes: error: no episodes to replay (give --seeds, or --from with episodes below --below)",
-              file=sys.stderr)
-        return 2
-    try:
-        population = parse_population(args.population)
-    except ValueError as exc:
+        return _main(args)
+    except (ValueError, RuntimeError) as exc:  # PackageError, DatasetError, SimUnavailable and our refusals
         print(f"failure_modes: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from runtime.package import load_package
+    from trainer.tasks import resolve_task
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r} must be comma separated integers") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds {args.seeds!r}: gym-pusht seeds are >= 0")
+    if args.source:
+        seeds += seeds_from(Path(args.source), args.below)
+    if not seeds:
+        raise ValueError("no episodes to replay (give --seeds, or --from with episodes below --below)")
+    population = parse_population(args.population)
     if bool(args.demos) != bool(population):
-        print("failure_modes: error: --demos and --population go together", file=sys.stderr)
-        return 2
+        raise ValueError("--demos and --population go together")
     if population and not set(seeds) <= set(population):
-        print(f"failure_modes: error: --population does not hold the failing seeds "
-              f"{sorted(set(seeds) - set(population))[:5]}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--population does not hold the failing seeds {sorted(set(seeds) - set(population))[:5]}")
     if not (Path(args.package) / "manifest.json").is_file():
-        print(f"failure_modes: error: {args.package} is not a model package (no manifest.json)", file=sys.stderr)
-        return 2
-    if population:
-        from trainer.data.replay_buffer import DatasetError, open_buffer
-        try:  # a bad buffer is refused before the replays, not after them
-            open_buffer(args.demos)
-        except DatasetError as exc:
-            print(f"failure_modes: error: {exc}", file=sys.stderr)
-            return 2
-    rows = run(args.package, seeds, args.precision)
+        raise ValueError(f"{args.package} is not a model package (no manifest.json)")
+    pkg = load_package(args.package)
+    check_package(pkg.manifest, resolve_task("pusht-state").state.use)
+    first = demo_starts(args.demos) if population else None  # a bad buffer is refused before the replays
+    rows = run(pkg, seeds, args.precision)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(rows, out.with_suffix(".png"))
     counts = {k: sum(r["class"] == k for r in rows) for k in ("wall", "stalled", "pushing")}
     clean = [{k: v for k, v in r.items() if k != "_frame"} for r in rows]
     result = {"package": args.package, "counts": counts, "episodes": clean}
-    if population:
-        result["demo_coverage"] = cov = demo_coverage(population, set(seeds), args.demos)
+    if first is not None:
+        result["demo_coverage"] = cov = {"demos": args.demos, **demo_coverage(population, set(seeds), first)}
         for q in cov["quartiles"]:
             print(f"start {q['from_px']:5.1f}-{q['to_px']:5.1f} px from the nearest demo start: "
-                  f"{q['failed']} of {q['episodes']} failed ({q['failure_rate']:.1%})")
+                  f"{q['failed']} of {q['episodes']} failed")
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     print(" ".join(f"{k} {v}" for k, v in counts.items()) + f" of {len(rows)} episodes; wrote {out}.json, {out}.png")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

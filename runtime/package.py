@@ -64,6 +64,15 @@ def check_candidates(candidates: int, pred: int, action_dim: int, field_name: st
                            f"{candidates * pred * action_dim} values per plan, above {MAX_PLAN_ELEMENTS}")
 
 
+def check_action_horizon(value: object, obs: int, pred: int) -> None:
+    """A caller's Ta override: an integer in 1..pred-obs+1, the rows from the current time (index obs-1) to the
+    plan's end, the rule the manifest's horizons.action is held to."""
+    most = pred - obs + 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise PackageError(f"action_horizon must be an integer in 1..{most} (pred {pred} - obs {obs} + 1), "
+                           f"got {value!r}")
+
+
 # ---------------------------------------------------------------------------- manifest dataclasses
 @dataclass
 class ObsSpec:

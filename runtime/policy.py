@@ -20,19 +20,12 @@ import numpy as np
 from runtime import samplers
 from runtime.chunks import executed_rows, now_row, rest_rows
 from runtime.normalize import minmax_scale_offset  # the trainer's MinMax uses the same function
-from runtime.package import (MAX_TC_RESET_AFTER, Manifest, Package, PackageError, _ort_message, check_candidates,
-                             load_package)
+from runtime.package import (MAX_TC_RESET_AFTER, Manifest, Package, PackageError, _ort_message, check_action_horizon,
+                             check_candidates, load_package)
 
 
 class PlanError(RuntimeError):
     """No usable plan: every candidate had a non-finite value. A bad plan is never returned."""
-
-
-def check_action_horizon(value: object, obs: int, pred: int) -> None:
-    """Ta must be an integer in 1..pred-obs+1: the rows from the current time (index obs-1) to the plan's end."""
-    most = pred - obs + 1
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ValueError(f"action_horizon must be an integer in 1..{most} (pred {pred} - obs {obs} + 1), got {value!r}")
 
 
 class Policy:

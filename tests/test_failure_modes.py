@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ def test_population_ranges():
     (["PKG", "--seeds", "1", "--population", "1:5"], "--demos and --population go together"),
     (["PKG", "--seeds", "9", "--population", "1:5", "--demos", "D"], "does not hold the failing seeds"),
     (["PKG", "--seeds", "1"], "not a model package"),
+    (["PKG", "--seeds", "-3"], "seeds are >= 0"),
+    (["PKG", "--seeds", "1", "--population", "0:60000,60000:60000", "--demos", "D"], "more than 100000 seeds"),
 ])
 def test_mistakes_are_one_line(argv, needle, capsys, tmp_path):
     argv = [str(tmp_path / "missing") if a == "MISSING" else str(tmp_path) if a in ("PKG", "D") else a for a in argv]
@@ -92,14 +95,18 @@ def test_mistakes_are_one_line(argv, needle, capsys, tmp_path):
     assert needle in err and "\n" not in err
 
 
-def test_a_replay_writes_the_classes_the_json_and_the_grid(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_pusht_package(tmp_path_factory):
     pytest.importorskip("gym_pusht")
     fixtures_spec = importlib.util.spec_from_file_location("runtime_fixtures", _PATH.parents[1] / "hil_tests" /
                                                            "runtime_fixtures.py")
     fixtures = importlib.util.module_from_spec(fixtures_spec)
     fixtures_spec.loader.exec_module(fixtures)  # by path: hil_tests is not an installed package
+    return fixtures.build_tiny_package(tmp_path_factory.mktemp("fm") / "pkg")
 
-    pkg = fixtures.build_tiny_package(tmp_path / "pkg")  # untrained: sits near the middle, never reaches the goal
+
+def test_a_replay_writes_the_classes_the_json_and_the_grid(tiny_pusht_package, tmp_path, capsys):
+    pkg = tiny_pusht_package  # untrained: sits near the middle, never reaches the goal
     out = tmp_path / "fm"
     assert fm.main([str(pkg), "--seeds", "5,6", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
@@ -108,3 +115,51 @@ def test_a_replay_writes_the_classes_the_json_and_the_grid(tmp_path, capsys):
         assert e["steps"] == 300 and e["class"] in ("wall", "stalled", "pushing") and len(e["final_block"]) == 3
     assert out.with_suffix(".png").stat().st_size > 0
     assert "of 2 episodes" in capsys.readouterr().out
+
+
+def _refusal(argv, capsys) -> str:
+    assert fm.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("failure_modes: error:") and "\n" not in err
+    return err
+
+
+def test_packages_it_cannot_read_and_bad_precisions_are_one_line(tiny_pusht_package, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_pusht_package, other)
+    raw = json.loads((other / "manifest.json").read_text())
+    raw["obs"]["state_names"] = ["a", "b", "c", "d", "e"]
+    spec_state = raw["task_spec"]["observation"]["state"]
+    spec_state.update(names=["a", "b", "c", "d", "e"], use=["a", "b", "c", "d", "e"], angles=["e"])
+    (other / "manifest.json").write_text(json.dumps(raw))
+    err = _refusal([str(other), "--seeds", "1"], capsys)
+    assert "obs.state_names" in err and "Push-T state packages only" in err
+    assert "int8" in _refusal([str(tiny_pusht_package), "--seeds", "1", "--precision", "int8"], capsys)
+
+
+def test_a_demo_buffer_that_is_not_push_t_is_refused_before_the_replays(tiny_pusht_package, tmp_path, capsys):
+    from trainer.data import write_replay_buffer
+
+    arm = {"state": np.zeros((10, 7), np.float32), "action": np.zeros((10, 7), np.float32)}
+    write_replay_buffer(tmp_path / "arm.zarr", arm, np.array([5, 10]))
+    err = _refusal([str(tiny_pusht_package), "--seeds", "1", "--population", "0:5", "--demos",
+                    str(tmp_path / "arm.zarr"), "--out", str(tmp_path / "out")], capsys)
+    assert "data/state is [10, 7]" in err and "5 columns" in err
+    assert not (tmp_path / "out.json").exists()
+    assert "replay buffer not found" in _refusal([str(tiny_pusht_package), "--seeds", "1", "--population", "0:5",
+                                                  "--demos", str(tmp_path / "none.zarr")], capsys)
+
+
+def test_each_start_falls_in_exactly_one_quartile(monkeypatch):
+    class Env:  # starts at block x = 0, 10, 20, ... : distances to a demo start at x = 0 tie the quartile edges
+        def reset(self, seed):
+            return np.array([0, 0, 10.0 * seed, 0, 0]), {}
+
+        def close(self):
+            pass
+
+    import trainer.evaluate.env as env_mod
+    monkeypatch.setattr(env_mod, "make_env", lambda *a, **k: Env())
+    cov = fm.demo_coverage(list(range(9)), {8}, np.zeros((1, 2)))
+    assert sum(q["episodes"] for q in cov["quartiles"]) == 9 and sum(q["failed"] for q in cov["quartiles"]) == 1
+    assert cov["mean_px_failed"] == 80.0 and cov["mean_px_other"] == 35.0
